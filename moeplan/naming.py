@@ -12,7 +12,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 from moeplan.errors import TableError
 
 ENV_TUNED_FOLDER = "VLLM_TUNED_CONFIG_FOLDER"
-UNKNOWN_DEVICE = "UNKNOWN_DEVICE"
+UNKNOWN_DEVICE = "<unknown>"
 
 _NAME_RE = re.compile(
     r"^E=(?P<E>[1-9]\d*),N=(?P<N>[1-9]\d*),device_name=(?P<device>[^,]+)"
