@@ -1,0 +1,150 @@
+"""The planning core: model + layout + quantization -> what every device gets.
+
+Pure (no I/O, no torch): `resolve()` returns a `Resolution` with one `DevicePlan` per
+device and the distinct tuning tables (`TableSpec`) the layout needs. Finding the
+files on disk is the caller's job (`moeplan.tables.find_table`).
+
+Letters: M tokens, E experts on a device, K hidden size, N intermediate size per
+TP shard, topk experts per token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from moeplan.errors import QuantError
+from moeplan.models import ModelSpec
+from moeplan.naming import UNKNOWN_DEVICE, normalize_device_name, tuning_file_name
+from moeplan.parallel import DeviceRanks, Layout, check_layout, device_ranks, expert_map, local_expert_ids
+from moeplan.quant import ACTIVATION_DTYPES, DTYPE_CHOICES, QUANT_SCHEMES, QuantConfig, quant_for_scheme
+
+
+@dataclass(frozen=True)
+class QuantRequest:
+    """What the user asked for on the command line (`--dtype`, `--block-shape`, ...)."""
+
+    dtype: str = "auto"
+    block_shape: Optional[tuple[int, int]] = None
+    per_token: bool = False
+    per_channel: bool = False
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One distinct tuning table: the GEMM shape it is tuned for and its file name."""
+
+    E: int
+    N: int
+    K: int
+    topk: int
+    scheme: str  # bf16 | fp16 | fp32 | fp8_w8a8 | ... (the --dtype value)
+    act_dtype: str  # bfloat16 | float16 | float32
+    block_shape: Optional[tuple[int, int]]
+    per_token: bool
+    per_channel: bool
+    config_name: Optional[str]  # the ,dtype= selector
+    file_name: str
+    devices: tuple[int, ...]  # global device indices that load this table
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    ranks: DeviceRanks
+    local_experts: tuple[int, ...]
+    N: int
+    tuning_file: str
+
+    @property
+    def num_local_experts(self) -> int:
+        return len(self.local_experts)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    model: ModelSpec
+    layout: Layout
+    scheme: str
+    act_dtype: str
+    block_shape: Optional[tuple[int, int]]
+    per_token: bool
+    per_channel: bool
+    quant: QuantConfig
+    config_name: Optional[str]
+    device_name: Optional[str]  # normalised; None when unknown
+    devices: tuple[DevicePlan, ...]
+
+    @property
+    def device_known(self) -> bool:
+        return self.device_name is not None
+
+    def tables(self) -> list[TableSpec]:
+        """Distinct tuning tables, in order of first device that needs each."""
+        order: dict[str, list[DevicePlan]] = {}
+        for d in self.devices:
+            order.setdefault(d.tuning_file, []).append(d)
+        out = []
+        for name, devs in order.items():
+            d0 = devs[0]
+            out.append(TableSpec(
+                E=d0.num_local_experts, N=d0.N, K=self.model.hidden_size, topk=self.model.top_k,
+                scheme=self.scheme, act_dtype=self.act_dtype, block_shape=self.block_shape,
+                per_token=self.per_token, per_channel=self.per_channel, config_name=self.config_name,
+                file_name=name, devices=tuple(d.ranks.device for d in devs)))
+        return out
+
+    def expert_map(self, device: int) -> Optional[list[int]]:
+        d = self.devices[device]
+        if not d.ranks.use_ep:
+            return None
+        return expert_map(self.model.num_experts, list(d.local_experts))
+
+
+def choose_scheme(model: ModelSpec, req: QuantRequest) -> tuple[str, str, Optional[tuple[int, int]]]:
+    """(scheme, activation dtype, block shape) for a request; `auto` takes the checkpoint's."""
+    dtype = req.dtype.lower()
+    if dtype not in DTYPE_CHOICES:
+        raise QuantError(f"unknown dtype {req.dtype!r}; valid: {', '.join(DTYPE_CHOICES)}")
+    ckpt_scheme, ckpt_block = model.default_dtype()
+    if dtype == "auto":
+        if ckpt_scheme not in ACTIVATION_DTYPES and ckpt_scheme not in QUANT_SCHEMES:
+            raise QuantError(
+                f"{model.name}'s checkpoint quantization ({ckpt_scheme}) has no moeplan scheme; "
+                f"pass --dtype (valid: {', '.join(DTYPE_CHOICES[1:])})")
+        dtype = ckpt_scheme
+    block = req.block_shape
+    if block is None and dtype == ckpt_scheme and ckpt_block is not None:
+        block = tuple(ckpt_block)  # an explicit --dtype matching the checkpoint keeps its block shape
+    act = ACTIVATION_DTYPES.get(dtype, "bfloat16")
+    return dtype, act, (tuple(int(v) for v in block) if block is not None else None)
+
+
+def resolve(model: ModelSpec, layout: Layout, req: QuantRequest = QuantRequest(),
+            device_name: Optional[str] = None) -> Resolution:
+    """Everything `moeplan resolve` prints, for every device of the layout."""
+    scheme, act, block = choose_scheme(model, req)
+    quant = quant_for_scheme(scheme, list(block) if block is not None else None, req.per_token, req.per_channel)
+    check_layout(layout, model.num_experts, model.moe_intermediate_size,
+                 list(block) if block else None, fp8_block=quant.use_fp8_w8a8 and quant.is_block_quantized)
+    cfg_name = quant.config_name(act)
+    dev = normalize_device_name(device_name) if device_name else None
+    plans = []
+    for r in device_ranks(layout):
+        experts = local_expert_ids(model.num_experts, r.ep_size, r.ep_rank, layout.placement)
+        N = model.moe_intermediate_size // r.tp_size
+        check_group_divides(quant, scheme, block, N, model.hidden_size)
+        name = tuning_file_name(len(experts), N, dev or UNKNOWN_DEVICE, cfg_name, block)
+        plans.append(DevicePlan(r, tuple(experts), N, name))
+    return Resolution(model, layout, scheme, act, block, req.per_token, req.per_channel, quant, cfg_name,
+                      dev, tuple(plans))
+
+
+def check_group_divides(quant: QuantConfig, scheme: str, block: Optional[Sequence[int]], N: int, K: int) -> None:
+    """Weight-only group sizes must divide the reduced dimension of both GEMMs (K for w1, N for w2)."""
+    g = quant.weight_group_size
+    if g and quant.quant_dtype is None and block is not None:
+        for dim, what in ((K, "hidden size K"), (N, "per-device intermediate size N")):
+            if dim % g:
+                raise QuantError(
+                    f"group size {g} (block shape {list(block)}) does not divide the {what} {dim} for {scheme}; "
+                    f"use a group size that divides {dim}")
