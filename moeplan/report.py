@@ -143,16 +143,25 @@ def _compact_ids(ids: Sequence[int]) -> str:
     return s if len(s) <= 40 else s[:37] + "..."
 
 
-def print_resolution(data: dict) -> None:
+def console():
+    """A rich console; when output is not a terminal, wide enough that names never fold."""
     from rich.console import Console
+
+    c = Console(highlight=False)
+    if not c.is_terminal:
+        c = Console(highlight=False, width=200)
+    return c
+
+
+def print_resolution(data: dict) -> None:
     from rich.table import Table
 
-    console = Console(highlight=False)
+    console_ = console()
     m, lay, q = data["model"], data["layout"], data["quant"]
     ep = f"EP={lay['world_size']} ({lay['placement']})" if lay["ep"] else "EP off"
-    console.print(f"[bold]{m['name']}[/bold] ({m['alias'] or m['source']}): E={m['num_experts']} top-{m['top_k']} "
+    console_.print(f"[bold]{m['name']}[/bold] ({m['alias'] or m['source']}): E={m['num_experts']} top-{m['top_k']} "
                   f"K={m['hidden_size']} expert width {m['moe_intermediate_size']}")
-    console.print(f"layout: TP={lay['tp']} DP={lay['dp']} {ep}, {lay['world_size']} device(s); "
+    console_.print(f"layout: TP={lay['tp']} DP={lay['dp']} {ep}, {lay['world_size']} device(s); "
                   f"device: {lay['device_name'] or 'unknown (no GPU found; pass --device-name)'}")
     tag = {t["tuning_file"]: f"T{i + 1}" for i, t in enumerate(data["tables"])}
     dev = Table(title="devices (ranks as rank/size)")
@@ -162,9 +171,9 @@ def print_resolution(data: dict) -> None:
         dev.add_row(str(d["device"]), f"{d['tp_rank']}/{d['tp_size']}", f"{d['dp_rank']}/{d['dp_size']}",
                     f"{d['ep_rank']}/{d['ep_size']}" if d["use_ep"] else "off", str(d["num_local_experts"]),
                     _compact_ids(d["local_experts"]), str(d["N"]), tag[d["tuning_file"]])
-    console.print(dev)
+    console_.print(dev)
     if any(d["use_all2all_kernels"] for d in data["devices"]):
-        console.print(f"all-to-all kernels: on (backend {lay['all2all_backend']})")
+        console_.print(f"all-to-all kernels: on (backend {lay['all2all_backend']})")
     qt = Table(title=f"quantization: {q['scheme']}, config name {q['config_name'] or 'None'}")
     for col in ("operand", "dtype", "group", "scale shape"):
         qt.add_column(col)
@@ -172,39 +181,38 @@ def print_resolution(data: dict) -> None:
         o = q[op]
         shape = "(" + ", ".join(map(str, o["scale_shape"])) + ")" if o["scale_shape"] else "-"
         qt.add_row(op, o["dtype"] or f"{q['activation_dtype']} (unquantized)", o["group"] or "-", shape)
-    console.print(qt)
-    console.print("[bold]tuning tables[/bold]")
+    console_.print(qt)
+    console_.print("[bold]tuning tables[/bold]")
     for t in data["tables"]:
         devs = ",".join(map(str, t["devices"]))
-        console.print(f"{tag[t['tuning_file']]} {t['tuning_file']}  (devices {devs})", soft_wrap=True)
+        console_.print(f"{tag[t['tuning_file']]} {t['tuning_file']}  (devices {devs})", soft_wrap=True)
         if t["found"]:
-            console.print(f"   [green]found[/green]: {t['found']}", soft_wrap=True)
+            console_.print(f"   [green]found[/green]: {t['found']}", soft_wrap=True)
         elif not lay["device_name"]:
-            console.print("   [yellow]device unknown[/yellow]: pass --device-name to name and look up the file")
+            console_.print("   [yellow]device unknown[/yellow]: pass --device-name to name and look up the file")
         else:
             tried = "; ".join(t["tried"]) or "no folder given"
-            console.print(f"   [red]missing[/red]: the engine would use its default config (tried: {tried})",
+            console_.print(f"   [red]missing[/red]: the engine would use its default config (tried: {tried})",
                           soft_wrap=True)
         if "entry" in t:
             e = t["entry"]
             if e["source"] == "error":
-                console.print(f"   M={data['batch_size']}: {e['error']}", soft_wrap=True)
+                console_.print(f"   M={data['batch_size']}: {e['error']}", soft_wrap=True)
             else:
                 where = f"entry {e['batch_key']}" if e["source"] == "table" else "the default heuristic"
                 cfg = ", ".join(f"{k}={v}" for k, v in e["config"].items())
-                console.print(f"   M={data['batch_size']} uses {where}: {cfg}", soft_wrap=True)
+                console_.print(f"   M={data['batch_size']} uses {where}: {cfg}", soft_wrap=True)
 
 
 def print_models(rows: list[dict]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"{len(rows)} model presets")
     if not rows:
-        Console().print(t)
+        console().print(t)
         return
     for col in rows[0]:
         t.add_column(str(col), overflow="fold")
     for r in rows:
         t.add_row(*("-" if v is None else str(v) for v in r.values()))
-    Console(highlight=False).print(t)
+    console().print(t)
