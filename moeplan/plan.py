@@ -113,8 +113,9 @@ def choose_scheme(model: ModelSpec, req: QuantRequest) -> tuple[str, str, Option
                 f"pass --dtype (valid: {', '.join(DTYPE_CHOICES[1:])})")
         dtype = ckpt_scheme
     block = req.block_shape
-    if block is None and dtype == ckpt_scheme and ckpt_block is not None:
-        block = tuple(ckpt_block)  # an explicit --dtype matching the checkpoint keeps its block shape
+    if block is None and dtype == ckpt_scheme and ckpt_block is not None and not (req.per_token or req.per_channel):
+        # The checkpoint's own scheme keeps its block shape unless per-token/channel scales were asked for.
+        block = tuple(ckpt_block)
     act = ACTIVATION_DTYPES.get(dtype, "bfloat16")
     return dtype, act, (tuple(int(v) for v in block) if block is not None else None)
 
