@@ -33,6 +33,8 @@ from moeplan.models import (
 REPO = Path(__file__).resolve().parent.parent
 FIX = Path(__file__).resolve().parent / "fixtures" / "configs"
 REFERENCE = REPO.parent / "shared" / "reference" / "moe_models.json"
+# CI lays shared/ beside the clone; elsewhere the reference checks cannot run.
+needs_reference = pytest.mark.skipif(not REFERENCE.is_file(), reason=f"{REFERENCE} not present")
 
 EXPECTED_ALIASES = [
     "dbrx",
@@ -114,6 +116,7 @@ def test_preset_aliases_exact():
     assert [s.alias for s in list_presets()] == EXPECTED_ALIASES
 
 
+@needs_reference
 def test_every_reference_entry_has_a_preset():
     ref = json.loads(REFERENCE.read_text())["models"]
     assert len(ref) == 36
@@ -142,6 +145,7 @@ def test_preset_loads_and_round_trips(alias):
     json.dumps(spec.to_dict())  # JSON-able
 
 
+@needs_reference
 def test_presets_match_reference_numbers():
     ref = {m["name"].split(" (")[0]: m for m in json.loads(REFERENCE.read_text())["models"]}
     fixed = {"tencent/Tencent-Hunyuan-Large"}
@@ -159,6 +163,7 @@ def test_presets_match_reference_numbers():
             assert spec.num_shared_experts == m["num_shared_experts"], spec.alias
 
 
+@needs_reference
 def test_generator_is_idempotent():
     out = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "gen_presets.py"), "--check"],
