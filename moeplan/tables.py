@@ -87,6 +87,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     p = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a table must be readable like any file
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -102,3 +105,148 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_table(path: str | os.PathLike, table: TuningTable) -> None:
     atomic_write_text(path, table.to_json())
+
+
+# ---- merging ---------------------------------------------------------------------
+
+@dataclass
+class MergeResult:
+    table: TuningTable
+    added: list[int]
+    replaced: list[int]  # batch sizes whose config changed
+    unchanged: list[int]  # batch sizes present in both with the same config
+
+
+def merge_tables(existing: TuningTable, new: TuningTable, replace: bool = False) -> MergeResult:
+    """Merge `new` entries into `existing`.
+
+    Without `replace`, a batch size present in both with a different config is refused
+    (TableError naming them); with it, `new` wins. The merged table takes `new`'s Triton version.
+    """
+    added = sorted(m for m in new.entries if m not in existing.entries)
+    same = sorted(m for m in new.entries if m in existing.entries and existing.entries[m] == new.entries[m])
+    clash = sorted(m for m in new.entries if m in existing.entries and existing.entries[m] != new.entries[m])
+    if clash and not replace:
+        raise TableError(f"the existing table already has different configs for batch sizes "
+                         f"{', '.join(map(str, clash))}; pass --force to replace it")
+    if (existing.triton_version and new.triton_version and existing.triton_version != new.triton_version
+            and not replace):
+        raise TableError(f"the existing table was tuned with Triton {existing.triton_version}, this run with "
+                         f"{new.triton_version}; pass --force to replace it rather than mix versions")
+    entries = dict(existing.entries)
+    entries.update(new.entries)
+    version = new.triton_version or existing.triton_version
+    return MergeResult(TuningTable({m: entries[m] for m in sorted(entries)}, version), added, clash, same)
+
+
+# ---- verification (for CI) -----------------------------------------------------------
+
+VALID_WARPS = (1, 2, 4, 8, 16, 32)
+
+
+def _pow2(v: int) -> bool:
+    return v >= 1 and (v & (v - 1)) == 0
+
+
+def verify_table_text(name: str, text: str, strict_format: bool = False) -> list[str]:
+    """Every problem of one table file (empty list = fine): name grammar, JSON, keys, values,
+    duplicates and key order. `strict_format` also requires the exact bytes moeplan writes."""
+    from moeplan.naming import parse_tuning_file_name
+
+    problems: list[str] = []
+    try:
+        parse_tuning_file_name(name)
+    except TableError as e:
+        problems.append(str(e))
+    dupes: list[str] = []
+
+    def pairs_hook(pairs):
+        seen = set()
+        for k, _ in pairs:
+            if k in seen:
+                dupes.append(k)
+            seen.add(k)
+        return dict(pairs)
+
+    try:
+        obj = json.loads(text, object_pairs_hook=pairs_hook)
+    except json.JSONDecodeError as e:
+        return problems + [f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"]
+    for k in dupes:
+        problems.append(f"key {k!r} appears more than once")
+    if not isinstance(obj, dict):
+        return problems + [f"expected a JSON object of batch size -> config, got {type(obj).__name__}"]
+    version = obj.get("triton_version")
+    if "triton_version" in obj and not isinstance(version, str):
+        problems.append(f"triton_version {version!r} is not a string")
+    batch_keys: list[int] = []
+    from moeplan.kernel_config import KNOBS
+    for key, cfg in obj.items():
+        if key == "triton_version":
+            continue
+        try:
+            m = int(key)
+            if m < 1 or str(m) != key:
+                raise ValueError
+        except ValueError:
+            problems.append(f"key {key!r} is not a positive integer batch size")
+            continue
+        batch_keys.append(m)
+        if not isinstance(cfg, dict):
+            problems.append(f"entry {key!r} is not an object of the six kernel knobs")
+            continue
+        missing = [k for k in KNOBS if k not in cfg]
+        extra = [k for k in cfg if k not in KNOBS]
+        if missing:
+            problems.append(f"entry {key!r} lacks {', '.join(missing)}")
+        if extra:
+            problems.append(f"entry {key!r} has unknown key(s) {', '.join(extra)}")
+        for k in KNOBS:
+            if k not in cfg:
+                continue
+            v = cfg[k]
+            if isinstance(v, bool) or not isinstance(v, int):
+                problems.append(f"entry {key!r}: {k}={v!r} is not an integer")
+            elif k.startswith("BLOCK_SIZE") and not _pow2(v):
+                problems.append(f"entry {key!r}: {k}={v} is not a power of two")
+            elif k == "GROUP_SIZE_M" and v < 1:
+                problems.append(f"entry {key!r}: GROUP_SIZE_M={v} is not >= 1")
+            elif k == "num_warps" and v not in VALID_WARPS:
+                problems.append(f"entry {key!r}: num_warps={v} is not one of {', '.join(map(str, VALID_WARPS))}")
+            elif k == "num_stages" and v < 1:
+                problems.append(f"entry {key!r}: num_stages={v} is not >= 1")
+        if not missing and not extra and list(cfg) != list(KNOBS):
+            problems.append(f"entry {key!r}: knobs are not in the order {', '.join(KNOBS)}")
+    if not batch_keys:
+        problems.append("no batch-size entries")
+    if batch_keys != sorted(batch_keys):
+        problems.append(f"batch sizes are not in increasing order ({', '.join(map(str, batch_keys))})")
+    if strict_format and not problems:
+        canon = parse_table(text, name).to_json()
+        if "triton_version" in obj and list(obj)[0] != "triton_version":
+            problems.append("triton_version is not the first key")
+        elif canon != text:
+            problems.append("not in the canonical format (json.dump indent=4 plus a trailing newline)")
+    return problems
+
+
+def verify_folder(folder: str | os.PathLike, strict_format: bool = False) -> dict[str, list[str]]:
+    """Problems of every `*.json` table in a folder (not recursive), by file name.
+
+    Raises TableError when the folder does not exist or holds no tables.
+    """
+    d = Path(folder)
+    if not d.is_dir():
+        raise TableError(f"{str(d)!r} is not a folder; pass a folder of tuning tables")
+    files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix == ".json")
+    if not files:
+        raise TableError(f"{str(d)!r} holds no .json tuning tables")
+    out: dict[str, list[str]] = {}
+    for p in files:
+        try:
+            text = p.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            out[p.name] = [f"cannot read: {e}"]
+            continue
+        out[p.name] = verify_table_text(p.name, text, strict_format)
+    return out

@@ -1,0 +1,287 @@
+"""`moeplan tune`, `moeplan show` and `moeplan verify`: `register(app)` adds them to a typer app.
+
+Importing this module is cheap (no torch/triton): the tuner loads them on use.
+Every MoeplanError becomes one stderr line and exit code 2 here already, so the
+commands behave the same on any typer app.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from moeplan.errors import MoeplanError, TuneError
+
+ENGINE_BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 1536, 2048, 3072, 4096)
+MAX_BATCH = 1 << 20
+
+
+def _one_line_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except MoeplanError as e:
+            typer.echo("moeplan: error: " + " ".join(str(e).split()), err=True)
+            raise typer.Exit(e.exit_code)
+    return wrapper
+
+
+def parse_batch_sizes(text: Optional[str]) -> list[int]:
+    if text is None:
+        return list(ENGINE_BATCH_SIZES)
+    parts = [p.strip() for p in text.split(",")]
+    out = []
+    for p in parts:
+        if not p.isdigit() or int(p) < 1 or int(p) > MAX_BATCH:
+            raise TuneError(f"--batch-sizes {text!r}: {p!r} is not a batch size; expected comma-separated "
+                            f"integers in 1..{MAX_BATCH} like 1,2,4,8")
+        out.append(int(p))
+    return sorted(set(out))
+
+
+def parse_gpus(text: str, count: int) -> list[int]:
+    if count < 1:
+        raise TuneError("no CUDA GPU is visible; tuning needs one (or --interpret, Triton's CPU interpreter, "
+                        "for tests)")
+    if text.strip().lower() == "all":
+        return list(range(count))
+    out = []
+    for p in (x.strip() for x in text.split(",")):
+        if not p.isdigit():
+            raise TuneError(f"--gpus {text!r}: {p!r} is not a GPU index; expected 'all' or indices like 0,1")
+        i = int(p)
+        if i >= count:
+            raise TuneError(f"--gpus {text!r}: there is no GPU {i}; visible GPUs: {', '.join(map(str, range(count)))}")
+        if i not in out:
+            out.append(i)
+    if not out:
+        raise TuneError(f"--gpus {text!r} names no GPU; expected 'all' or indices like 0,1")
+    return out
+
+
+def _out_dir(path: str) -> Path:
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise TuneError(f"--out {path!r} is a file; pass a folder for the tables")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TuneError(f"--out {path!r}: cannot create the folder ({e.strerror or e})") from None
+    return p
+
+
+@_one_line_errors
+def tune(
+    model: str = typer.Argument(..., help="Preset alias (see `moeplan models`), or a path to a config.json or a folder holding one."),
+    tp: int = typer.Option(1, "--tp", help="Tensor-parallel size."),
+    dp: int = typer.Option(1, "--dp", help="Data-parallel size."),
+    ep: bool = typer.Option(False, "--ep/--no-ep", help="Expert parallelism over the tp*dp devices."),
+    placement: str = typer.Option("linear", "--placement", help="Expert placement under EP: linear | round_robin."),
+    all2all_backend: str = typer.Option("allgather_reducescatter", "--all2all-backend", help="All-to-all backend (as for resolve)."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto | bf16 | fp16 | fp32 | fp8_w8a8 | fp8_w8a16 | int8_w8a8 | int8_w8a16 | int4_w4a16 | mxfp4 | nvfp4"),
+    block_shape: Optional[str] = typer.Option(None, "--block-shape", help="Quantization block BN,BK (e.g. 128,128); 0,G for a weight-only group size."),
+    per_token: bool = typer.Option(False, "--per-token", help="Per-token activation scales."),
+    per_channel: bool = typer.Option(False, "--per-channel", help="Per-output-channel weight scales."),
+    device_name: Optional[str] = typer.Option(None, "--device-name", help="GPU name for the file name (default: the GPU's own; must match it)."),
+    batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="Comma-separated batch sizes (default: the engine's 18, 1..4096)."),
+    search_space: Optional[str] = typer.Option(None, "--search-space", help="JSON list of configs (default: the engine's 1,920-config space, pruned)."),
+    strategy: str = typer.Option("fast", "--strategy", help="fast | exhaustive"),
+    out: str = typer.Option("tuned", "--out", help="Output folder for tables, CSVs and the checkpoint."),
+    gpus: str = typer.Option("all", "--gpus", help="GPU indices, e.g. 0,1, or all (one worker process per GPU)."),
+    routing: str = typer.Option("uniform", "--routing", help="uniform | zipf:S | FILE of captured topk ids (.pt/.npy/.json, tokens x topk)."),
+    interpret: bool = typer.Option(False, "--interpret", help="Run in Triton's CPU interpreter (tests only: tiny shapes, meaningless times)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Ignore (delete) this job's checkpoint and start over."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing table instead of merging into it or refusing."),
+    seed: int = typer.Option(0, "--seed", help="Seed of weights, inputs and routing draws."),
+    point_timeout: float = typer.Option(120.0, "--point-timeout", help="Seconds one measurement may take before its worker is killed."),
+    restart_every: int = typer.Option(150, "--restart-every", help="Restart a worker after this many configs (bounds memory)."),
+    compile_threads: Optional[int] = typer.Option(None, "--compile-threads", help="CPU threads per GPU worker compiling configs ahead (default: cores / GPUs - 1)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+):
+    """Autotune the fused-MoE kernel for every distinct tuning table the layout needs."""
+    from moeplan.tune.space import engine_space, load_search_space
+    from moeplan.tune.search import STRATEGIES
+    from moeplan.tune.routing import parse_routing
+
+    sizes = parse_batch_sizes(batch_sizes)
+    if strategy not in STRATEGIES:
+        raise TuneError(f"--strategy {strategy!r} is unknown; valid: {', '.join(STRATEGIES)}")
+    configs = load_search_space(search_space) if search_space else engine_space()
+    space_source = search_space or "engine (1,920 configs)"
+    route = parse_routing(routing)
+    if point_timeout <= 0:
+        raise TuneError(f"--point-timeout {point_timeout} must be positive")
+    if restart_every < 0:
+        raise TuneError(f"--restart-every {restart_every} must be >= 0 (0: never)")
+    out_dir = _out_dir(out)
+
+    import triton
+
+    if interpret:
+        gpu_list: list = [None]
+        dev = device_name or "cpu_interpreter"
+        threads = 0
+    else:
+        import torch
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count < 1:
+            raise TuneError("no CUDA GPU is visible; tuning needs one (pass --interpret to run in Triton's CPU "
+                            "interpreter, for tests only)")
+        gpu_list = parse_gpus(gpus, count)
+        names = {i: torch.cuda.get_device_name(i) for i in gpu_list}
+        if len(set(names.values())) > 1:
+            raise TuneError(f"--gpus {gpus!r} mixes GPU models ({', '.join(sorted(set(names.values())))}); "
+                            "one table is for one model: pick GPUs of one kind")
+        actual = names[gpu_list[0]]
+        from moeplan.naming import normalize_device_name
+        if device_name and normalize_device_name(device_name) != normalize_device_name(actual):
+            raise TuneError(f"--device-name {device_name!r} does not match the GPU being tuned ({actual!r}); "
+                            "omit it or pass the GPU's name")
+        dev = actual
+        threads = compile_threads if compile_threads is not None else max(1, (os.cpu_count() or 2) // len(gpu_list) - 1)
+
+    from moeplan.cli_common import resolution_from_options
+    res = resolution_from_options(model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel,
+                                  dev, all2all_backend, detect_device=False)
+
+    from moeplan.tune.job import TableJob, TuneOptions
+    opts = TuneOptions(batch_sizes=sizes, configs=configs, space_source=space_source, strategy=strategy,
+                       out_dir=out_dir, gpus=gpu_list, routing=route, interpret=interpret, fresh=fresh, force=force,
+                       seed=seed, device_name=dev, point_timeout_s=point_timeout, restart_every=restart_every,
+                       compile_threads=threads, triton_version=triton.__version__,
+                       timer=os.environ.get("MOEPLAN_TUNE_TIMER") or None)
+    jobs = [TableJob(spec, res, opts) for spec in res.tables()]
+    for j in jobs:  # refuse before measuring anything
+        j.check_existing()
+    for j in jobs:
+        j.plan()
+    code = _run_jobs(jobs, quiet)
+    raise typer.Exit(code)
+
+
+def _run_jobs(jobs, quiet: bool) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    from moeplan.tune.report import rich_summary
+
+    out = Console()
+    err = Console(stderr=True)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("ETA"), TimeRemainingColumn(), console=err, disable=quiet, transient=False)
+    estimates = [j.estimate_points() for j in jobs]
+    overall = progress.add_task(f"tuning {len(jobs)} table(s)", total=sum(estimates))
+    gpu_tasks: dict[int, int] = {}
+    state = {"completed": 0, "round_end": 0}
+    outcomes = []
+    code = 0
+
+    def advance(n: int):
+        state["completed"] += n
+        progress.advance(overall, n)
+
+    def log(msg: str):
+        progress.console.print(f"[yellow]{msg}[/yellow]")
+
+    try:
+        with progress:
+            for idx, job in enumerate(jobs):
+                est_rest = sum(estimates[idx + 1:])
+                for i, g in enumerate(job.opts.gpus):
+                    if i not in gpu_tasks:
+                        label = "interpreter" if g is None else f"GPU {g}"
+                        gpu_tasks[i] = progress.add_task(f"  {label}: starting", total=None)
+
+                def on_status(i: int, text: str, _job=job):
+                    g = _job.opts.gpus[i]
+                    label = "interpreter" if g is None else f"GPU {g}"
+                    progress.update(gpu_tasks[i], description=f"  {label}: {text}")
+
+                def set_total(n_round: int, _est_rest=est_rest):
+                    total = progress.tasks[overall].total or 0
+                    need = state["completed"] + n_round + _est_rest
+                    if need > total:
+                        progress.update(overall, total=need)
+
+                progress.update(overall, description=f"table {idx + 1}/{len(jobs)} {job.spec.file_name}")
+                if job.resumed_points:
+                    log(f"resuming {job.spec.file_name}: {job.resumed_points} points from the checkpoint")
+                o = job.run(advance, set_total, on_status, log)
+                outcomes.append(o)
+                # the estimate of this table is spent: the total becomes what is known
+                progress.update(overall, total=state["completed"] + est_rest)
+    except KeyboardInterrupt:
+        err.print(f"interrupted: progress is checkpointed under {jobs[0].opts.out_dir}/.moeplan-tune; "
+                  "run the same command to resume")
+        return 130
+    for o in outcomes:
+        out.print(rich_summary(o))
+        out.print(f"{o.action}: {o.path} ({o.message}); measurements: {o.csv_path}")
+        if any(r.winner is None for r in o.rows):
+            code = 1
+    return code
+
+
+@_one_line_errors
+def show(path: str = typer.Argument(..., help="A tuning-table JSON file.")):
+    """Print a tuning table as a rich table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from moeplan.errors import TableError
+    from moeplan.kernel_config import KNOBS
+    from moeplan.naming import parse_tuning_file_name
+    from moeplan.tables import load_table
+
+    p = Path(path)
+    if p.is_dir():
+        raise TableError(f"{path!r} is a folder; pass a tuning-table file (or use `moeplan verify` on a folder)")
+    table = load_table(p)
+    try:
+        info = parse_tuning_file_name(p.name)
+        title = (f"{p.name}\nE={info['E']} N={info['N']} device={info['device']} dtype={info['dtype'] or '-'} "
+                 f"block_shape={info['block_shape'] or '-'} triton={table.triton_version or '-'}")
+    except TableError:
+        title = f"{p.name} (not an engine file name) triton={table.triton_version or '-'}"
+    t = Table(title=title, title_justify="left")
+    t.add_column("batch", justify="right")
+    for k in KNOBS:
+        t.add_column(k, justify="right")
+    for m, cfg in sorted(table.entries.items()):
+        t.add_row(str(m), *(str(v) for v in cfg.to_dict().values()))
+    Console().print(t)
+
+
+@_one_line_errors
+def verify(
+    folder: str = typer.Argument(..., help="A folder of tuning tables (*.json)."),
+    strict: bool = typer.Option(False, "--strict", help="Also require moeplan's exact byte format."),
+):
+    """Check every table in a folder (name, keys, legal values, duplicates, order); non-zero exit on a problem."""
+    from moeplan.tables import verify_folder
+
+    results = verify_folder(folder, strict)
+    bad = 0
+    for name, problems in results.items():
+        if problems:
+            bad += 1
+            for pr in problems:
+                typer.echo(f"FAIL {name}: {pr}")
+        else:
+            typer.echo(f"ok   {name}")
+    typer.echo(f"{len(results)} table(s), {bad} with problems")
+    if bad:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `tune`, `show` and `verify` to a typer app."""
+    app.command("tune")(tune)
+    app.command("show")(show)
+    app.command("verify")(verify)

@@ -1,0 +1,387 @@
+"""Orchestration of `moeplan tune`: every distinct table of a layout, tuned once.
+
+Per table: routing pools and pruning (CPU), a strategy's rounds measured by the worker
+pool, every record checkpointed as it arrives, then the table (engine format, atomic,
+never silently overwriting), the measurements CSV and a summary.
+
+Letters: M tokens, E experts on the device (E_g global under EP), K hidden size, N
+intermediate size per shard, topk experts per token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from moeplan.errors import TableError, TuneError
+from moeplan.kernel_config import KNOBS, KernelConfig, default_config
+from moeplan.plan import Resolution, TableSpec
+from moeplan.tables import TuningTable, atomic_write_text, load_table, merge_tables, write_table
+from moeplan.tune.checkpoint import Checkpoint, Record, ResultStore
+from moeplan.tune.routing import RoutingSpec, make_pools, routing_stats
+from moeplan.tune.search import SearchParams, Strategy, make_strategy
+from moeplan.tune.space import OPERAND_BYTES, SearchSpace, ShapeInfo
+from moeplan.tune.worker import Task, WorkerPool
+
+ENGINE_BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 1536, 2048, 3072, 4096)
+
+# Nominal H100 SXM5 numbers (datasheet, dense): used when nothing was measured.
+NOMINAL_H100 = {"bandwidth_Bps": 3.35e12, "bf16_flops": 989e12, "fp8_flops": 1979e12}
+
+
+@dataclass
+class TuneOptions:
+    batch_sizes: list[int]
+    configs: list[KernelConfig]
+    space_source: str
+    strategy: str = "fast"
+    out_dir: Path = Path("tuned")
+    gpus: list[Optional[int]] = field(default_factory=lambda: [None])
+    routing: RoutingSpec = field(default_factory=lambda: RoutingSpec("uniform"))
+    interpret: bool = False
+    fresh: bool = False
+    force: bool = False
+    seed: int = 0
+    device_name: str = "UNKNOWN_DEVICE"
+    point_timeout_s: float = 120.0
+    restart_every: int = 150
+    compile_threads: int = 0
+    timer: Optional[str] = None
+    smem_limit: int = 232448
+    triton_version: str = ""
+    timing: Optional[dict] = None
+    params: SearchParams = field(default_factory=SearchParams)
+
+
+def kernel_source_hash() -> str:
+    """Hash of the kernel package's sources: a changed kernel starts a fresh checkpoint."""
+    import moeplan.kernels as k
+    h = hashlib.sha256()
+    folder = Path(k.__file__).parent
+    for p in sorted(folder.glob("*.py")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class SummaryRow:
+    M: int
+    winner: Optional[KernelConfig]
+    time_us: Optional[float]
+    default: KernelConfig
+    default_us: Optional[float]
+    floor_us: float
+    status: str
+
+    @property
+    def speedup(self) -> Optional[float]:
+        if self.time_us and self.default_us:
+            return self.default_us / self.time_us
+        return None
+
+    @property
+    def roofline(self) -> Optional[float]:
+        if self.time_us:
+            return self.floor_us / self.time_us
+        return None
+
+
+@dataclass
+class TableOutcome:
+    spec: TableSpec
+    path: Path
+    csv_path: Path
+    action: str  # written | merged | replaced | up_to_date
+    message: str
+    rows: list[SummaryRow]
+    wall_s: float
+    points: int
+    configs: int
+    failed: int
+    ceilings_source: str
+    prune_line: str
+    restarts: int = 0
+
+
+class TableJob:
+    """Tuning one table."""
+
+    def __init__(self, spec: TableSpec, res: Resolution, opts: TuneOptions):
+        self.spec, self.res, self.opts = spec, res, opts
+        self.path = Path(opts.out_dir) / spec.file_name
+        self.csv_path = Path(opts.out_dir) / (spec.file_name[:-5] + ".csv")
+        self.expert_map = res.expert_map(spec.devices[0])
+        self.E_global = len(self.expert_map) if self.expert_map is not None else spec.E
+        self.local = None if self.expert_map is None else [g for g, v in enumerate(self.expert_map) if v >= 0]
+        self.shape = ShapeInfo(spec.E, spec.N, spec.K, spec.topk, spec.scheme,
+                               tuple(spec.block_shape) if spec.block_shape else None,
+                               self.E_global if self.expert_map is not None else None)
+        self.batch_sizes = sorted(set(opts.batch_sizes))
+        self.defaults = {M: default_config(M, spec.E, spec.N, spec.K, spec.topk, dtype=spec.config_name,
+                                           block_shape=spec.block_shape) for M in self.batch_sizes}
+        self.space = SearchSpace.build(opts.configs, self.shape, opts.smem_limit)
+        self.identity = self._identity()
+        self.ckpt = Checkpoint.for_job(opts.out_dir, spec.file_name, self.identity)
+        self.action = "written"
+        self.existing: Optional[TuningTable] = None
+        self.strategy: Optional[Strategy] = None
+        self.store: Optional[ResultStore] = None
+
+    def _identity(self) -> dict:
+        s, o = self.spec, self.opts
+        return {
+            "file": s.file_name, "E": s.E, "N": s.N, "K": s.K, "topk": s.topk, "scheme": s.scheme,
+            "act_dtype": s.act_dtype, "block_shape": list(s.block_shape) if s.block_shape else None,
+            "per_token": s.per_token, "per_channel": s.per_channel, "activation": self.res.model.activation,
+            "expert_map": self.expert_map, "batch_sizes": self.batch_sizes, "strategy": o.strategy,
+            "space": hashlib.sha256(repr([c.to_dict() for c in o.configs]).encode()).hexdigest()[:16],
+            "routing": o.routing.identity(), "seed": o.seed, "interpret": o.interpret,
+            "timer": o.timer or "", "kernel": kernel_source_hash(), "triton": o.triton_version,
+            "smem_limit": o.smem_limit, "timing": o.timing or {},
+        }
+
+    # ---- before any measuring: the existing-table policy ------------------------------------
+    def check_existing(self) -> None:
+        """Decide write / merge / replace / up-to-date; TableError (one line) to refuse."""
+        if not self.path.exists():
+            return
+        if self.path.is_dir():
+            raise TableError(f"{str(self.path)!r} is a folder; cannot write the table there")
+        if self.opts.force:
+            self.action = "replaced"
+            return
+        try:
+            self.existing = load_table(self.path)
+        except TableError as e:
+            raise TableError(f"the existing table is unreadable ({e}); pass --force to replace it") from None
+        overlap = sorted(set(self.existing.entries) & set(self.batch_sizes))
+        meta = self.ckpt.meta() if not self.opts.fresh else {}
+        result = meta.get("result")
+        if overlap and result and all(
+                str(m) in result and KernelConfig.from_dict(result[str(m)]) == self.existing.entries.get(m)
+                for m in self.batch_sizes):
+            self.action = "up_to_date"
+            return
+        if overlap:
+            raise TableError(
+                f"{self.path} already has batch sizes {', '.join(map(str, overlap))}; pass --force to replace "
+                f"the table, or --batch-sizes without them to merge new ones into it")
+        ev, tv = self.existing.triton_version, self.opts.triton_version
+        if ev and tv and ev != tv:
+            raise TableError(f"{self.path} was tuned with Triton {ev}, this run uses {tv}; pass --force to "
+                             "replace it rather than mix versions")
+        self.action = "merged"
+
+    # ---- planning (CPU) -----------------------------------------------------------------------
+    def plan(self) -> None:
+        import torch
+        if self.opts.fresh:
+            self.ckpt.reset()
+        self.ckpt.start(self.identity)
+        if self.ckpt.routing_path.is_file():
+            pools = torch.load(self.ckpt.routing_path, weights_only=True)
+        else:
+            pools = make_pools(self.opts.routing, self.batch_sizes, self.E_global, self.spec.topk, self.opts.seed)
+            tmp = self.ckpt.routing_path.with_suffix(".tmp")
+            torch.save(pools, tmp)
+            os.replace(tmp, self.ckpt.routing_path)
+        self.stats = {M: routing_stats(pools[M][0], self.local, self.E_global) for M in self.batch_sizes}
+        self.store = ResultStore(self.ckpt.load_records())
+        self.resumed_points = len(self.store)
+        tpe = {M: st.max_tokens_per_expert for M, st in self.stats.items()}
+        self.strategy = make_strategy(self.opts.strategy, self.space, self.batch_sizes, self.store, self.defaults,
+                                      tpe, self.opts.params)
+
+    def estimate_points(self) -> int:
+        st = self.strategy
+        n = 0
+        for M in self.batch_sizes:
+            c = len(st.cands[M])
+            n += c if st.name == "exhaustive" else min(c, 3 * len({(x.BLOCK_SIZE_M, x.BLOCK_SIZE_N, x.BLOCK_SIZE_K)
+                                                                   for x in st.cands[M]}) + 30)
+            n += st.params.confirm_max + 2
+        return n
+
+    def job_payload(self) -> dict:
+        s = self.spec
+        return {
+            "shape": {"E": s.E, "N": s.N, "K": s.K, "topk": s.topk, "scheme": s.scheme, "act_dtype": s.act_dtype,
+                      "block_shape": list(s.block_shape) if s.block_shape else None, "per_token": s.per_token,
+                      "per_channel": s.per_channel, "activation": self.res.model.activation,
+                      "E_global": self.E_global, "expert_map": self.expert_map},
+            "routing_path": str(self.ckpt.routing_path),
+            "seed": self.opts.seed,
+            "interpret": self.opts.interpret,
+            "timer": self.opts.timer,
+            "timing": self.opts.timing or {},
+            "compile_threads": self.opts.compile_threads,
+            "measure_ceilings": not self.opts.interpret and "ceilings" not in self.ckpt.meta(),
+        }
+
+    # ---- measuring -----------------------------------------------------------------------------
+    def run(self, advance: Callable[[int], None], set_total: Callable[[int], None],
+            on_status: Callable[[int, str], None], log: Callable[[str], None]) -> TableOutcome:
+        t0 = time.monotonic()
+        if self.action == "up_to_date":
+            for pts in self.strategy.rounds():  # every point is in the checkpoint: only the decisions replay
+                if pts:
+                    break
+            _, src = self._ceilings()
+            return self._outcome(self._summary(), t0, "up to date: the table already holds this run's result; "
+                                 "nothing measured or written", src)
+        store, ckpt = self.store, self.ckpt
+        pool = WorkerPool(self.opts.gpus, self.job_payload(), restart_every=self.opts.restart_every,
+                          point_timeout_s=self.opts.point_timeout_s, on_status=on_status, log=log)
+        next_id = [0]
+        done = [0]
+
+        def on_point(task: Task, M: int, phase: str, res: dict, gpu):
+            rec = Record(phase, M, task.config, res.get("status", "error"), res.get("median_us"), res.get("min_us"),
+                         res.get("max_us"), int(res.get("n") or 0), res.get("error") or "", gpu)
+            store.add(rec)
+            ckpt.append([rec])
+            done[0] += 1
+            advance(1)
+
+        try:
+            started = False
+            for points in self.strategy.rounds():
+                if not points:
+                    continue
+                if not started:
+                    pool.start()
+                    started = True
+                by_cfg: dict[KernelConfig, list] = {}
+                for p in points:
+                    by_cfg.setdefault(p.config, []).append((p.M, p.phase))
+                tasks = []
+                for cfg, pts in by_cfg.items():
+                    tasks.append(Task(next_id[0], cfg, sorted(pts)))
+                    next_id[0] += 1
+                set_total(len(points))
+                pool.run(tasks, on_point)
+            if started and pool.facts:
+                self._check_device(pool.facts)
+                if "ceilings" in pool.facts and pool.facts["ceilings"]:
+                    ckpt.update_meta(ceilings=pool.facts["ceilings"])
+                ckpt.update_meta(facts={k: v for k, v in pool.facts.items() if k != "ceilings"})
+        finally:
+            pool.close()
+            ckpt.close()
+        restarts = pool.restarts
+        out = self._finish(t0, log)
+        out.restarts = restarts
+        return out
+
+    def _check_device(self, facts: dict) -> None:
+        from moeplan.naming import normalize_device_name
+        name = facts.get("device_name")
+        if name and not self.opts.interpret and normalize_device_name(name) != normalize_device_name(
+                self.opts.device_name):
+            raise TuneError(f"the worker measured on {name!r} but the table is named for "
+                            f"{self.opts.device_name!r}; pass --device-name matching the GPU")
+
+    # ---- output -----------------------------------------------------------------------------------
+    def _ceilings(self) -> tuple[dict, str]:
+        meta = self.ckpt.meta()
+        c = meta.get("ceilings") or {}
+        if c.get("bandwidth_Bps") and c.get("bf16_flops"):
+            merged = dict(NOMINAL_H100)
+            merged.update(c)
+            src = "measured on this GPU at job start (copy bandwidth, bf16" + (
+                " and fp8" if "fp8_flops" in c else "") + " matmul)"
+            return merged, src
+        return dict(NOMINAL_H100), "nominal H100 SXM datasheet (3.35 TB/s, 989 TFLOP/s bf16, 1979 TFLOP/s fp8)"
+
+    def floor_us(self, M: int, ceilings: dict) -> float:
+        s = self.spec
+        a_bytes = {"float32": 4}.get(s.act_dtype, 2)
+        w_bytes = OPERAND_BYTES.get(s.scheme, (2, 2))[1]
+        per_expert = 3 * s.N * s.K * w_bytes
+        if s.block_shape and all(s.block_shape):
+            per_expert += 3 * math.ceil(s.N / s.block_shape[0]) * math.ceil(s.K / s.block_shape[1]) * 4
+        st = self.stats[M]
+        bytes_ = st.mean_experts_hit * per_expert + 2 * M * s.K * a_bytes
+        flops = 2 * st.mean_local_pairs * 3 * s.N * s.K
+        if s.scheme in ("fp8_w8a8", "int8_w8a8"):
+            peak = ceilings.get("fp8_flops") or 2 * ceilings["bf16_flops"]
+        elif s.scheme == "fp32":
+            peak = ceilings["bf16_flops"] / 2
+        else:
+            peak = ceilings["bf16_flops"]
+        return max(bytes_ / ceilings["bandwidth_Bps"], flops / peak) * 1e6
+
+    def _summary(self) -> list[SummaryRow]:
+        ceilings, _ = self._ceilings()
+        rows = []
+        for M in self.batch_sizes:
+            w = self.strategy.winners.get(M)
+            d = self.defaults[M]
+            rec = self.store.get("confirm", M, w) if w is not None else None
+            drec = self.store.get("confirm", M, d)
+            rows.append(SummaryRow(M, w, rec.median_us if rec and rec.ok else None, d,
+                                   drec.median_us if drec and drec.ok else None, self.floor_us(M, ceilings),
+                                   "ok" if w is not None else "no config passed"))
+        return rows
+
+    def _write_csv(self) -> None:
+        import pandas as pd
+        rows = []
+        winners = self.strategy.winners
+        for r in self.store:
+            d = {"table": self.spec.file_name, "batch_size": r.M, "phase": r.phase}
+            d.update(r.config.to_dict())
+            d.update({"config": r.config.short(), "median_us": r.median_us, "min_us": r.min_us,
+                      "max_us": r.max_us, "replays": r.n, "status": r.status, "error": r.error,
+                      "gpu": r.gpu, "is_winner": winners.get(r.M) == r.config,
+                      "is_default": self.defaults.get(r.M) == r.config})
+            rows.append(d)
+        df = pd.DataFrame(rows)
+        if len(df):
+            order = {"screen": 0, "confirm": 1, "check": 2}
+            df = df.assign(_p=df["phase"].map(order)).sort_values(["batch_size", "_p", "median_us"],
+                                                                 kind="stable").drop(columns="_p")
+        if self.action == "merged" and self.csv_path.is_file():
+            try:
+                old = pd.read_csv(self.csv_path)
+                old = old[~old["batch_size"].isin(self.batch_sizes)]
+                df = pd.concat([old, df], ignore_index=True)
+            except Exception:  # noqa: BLE001 - an unreadable old CSV is replaced
+                pass
+        atomic_write_text(self.csv_path, df.to_csv(index=False))
+
+    def _finish(self, t0: float, log) -> TableOutcome:
+        entries = {M: c for M, c in self.strategy.winners.items() if c is not None}
+        missing = [M for M in self.batch_sizes if M not in entries]
+        if not entries:
+            raise TuneError(f"{self.spec.file_name}: no config passed the correctness gate at any batch size; "
+                            "nothing was written")
+        new = TuningTable(entries, self.opts.triton_version or None)
+        msg = ""
+        if self.action == "merged" and self.existing is not None:
+            m = merge_tables(self.existing, new)
+            table = m.table
+            msg = (f"merged {len(m.added)} new batch size(s) into the existing table "
+                   f"(kept {len(self.existing.entries)} existing)")
+        else:
+            table = new
+            msg = "replaced the existing table (--force)" if self.action == "replaced" else "wrote a new table"
+        write_table(self.path, table)
+        self._write_csv()
+        self.ckpt.update_meta(result={str(M): c.to_dict() for M, c in entries.items()}, done=True)
+        if missing:
+            msg += f"; NO config passed the gate at batch sizes {', '.join(map(str, missing))} (left out)"
+        _, src = self._ceilings()
+        return self._outcome(self._summary(), t0, msg, src)
+
+    def _outcome(self, rows, t0, msg, src) -> TableOutcome:
+        store = self.store or ResultStore()
+        return TableOutcome(self.spec, self.path, self.csv_path, self.action, msg, rows, time.monotonic() - t0,
+                            len(store), len({r.config for r in store}),
+                            sum(1 for r in store if not r.ok), src, self.space.report.line())

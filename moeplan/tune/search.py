@@ -1,0 +1,255 @@
+"""Search strategies: which (config, batch size) points to measure, and the pick per batch size.
+
+A strategy is a generator of rounds. Each round is a list of `Point`s; the job measures
+all of them, puts the records in the shared `ResultStore`, and resumes the generator.
+Every decision depends only on the store, in a fixed order, so replaying the rounds
+from a checkpoint repeats the same decisions (same table after a resume).
+
+Phases of a point:
+  screen   a short measurement (few CUDA-graph replays) to rank candidates
+  confirm  the full measurement (more replays, median) of the leaders and of the default
+  check    the correctness gate: output vs the float32 reference
+
+`fast` (default) -- a seeded, multi-start coordinate search on the knob lattice, shared
+across batch sizes:
+  round 0   per batch size: one representative of every tile shape (BM, BN, BK) that
+            survives pruning, plus the engine's default config;
+  round r   per batch size: every single-knob move (any value of one knob; stages cut
+            to fit shared memory) around its current top `top_t`, plus the best configs
+            of the neighbouring batch sizes; until no batch size's leaders change;
+  confirm   the screened configs within `confirm_margin` of the best (at most
+            `confirm_max`, at least 2) and the default config, measured in full;
+  gate      the fastest confirmed config is checked against the reference; a wrong one
+            is disqualified and the next is checked.
+`exhaustive` -- screen every candidate (no "cannot win" pruning), then confirm and gate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Generator, Iterable, Optional, Sequence
+
+from moeplan.kernel_config import KNOBS, KernelConfig
+from moeplan.tune.checkpoint import ResultStore
+from moeplan.tune.space import SearchSpace
+
+STRATEGIES = ("fast", "exhaustive")
+
+
+@dataclass(frozen=True, order=True)
+class Point:
+    phase: str
+    M: int
+    config: KernelConfig
+
+
+Rounds = Generator[list[Point], None, None]
+
+
+@dataclass
+class SearchParams:
+    top_t: int = 3  # leaders expanded per batch size and round
+    max_rounds: int = 8  # expansion rounds after the seeds
+    confirm_max: int = 5
+    confirm_min: int = 2
+    confirm_margin: float = 0.08  # confirm screened configs within 8% of the best
+    max_checks: int = 8  # gate: configs checked per batch size before giving up
+
+
+def _with(cfg: KernelConfig, knob: str, value: int) -> KernelConfig:
+    return replace(cfg, **{knob: value})
+
+
+def _rep_score(cfg: KernelConfig) -> tuple:
+    """How typical a config is for its tile shape (lower = chosen as the shape's representative)."""
+    big = cfg.BLOCK_SIZE_M * cfg.BLOCK_SIZE_N >= 128 * 128
+    want_w = 8 if big else 4
+    return (abs(cfg.num_stages - 3) + (cfg.num_stages < 3) * 0.5, abs(cfg.num_warps.bit_length() - want_w.bit_length()),
+            abs(cfg.GROUP_SIZE_M - 16), cfg)
+
+
+def tile_representatives(cands: Sequence[KernelConfig]) -> list[KernelConfig]:
+    """One config per (BM, BN, BK) tile shape present in `cands`."""
+    groups: dict[tuple[int, int, int], list[KernelConfig]] = {}
+    for c in cands:
+        groups.setdefault((c.BLOCK_SIZE_M, c.BLOCK_SIZE_N, c.BLOCK_SIZE_K), []).append(c)
+    return [min(g, key=_rep_score) for _, g in sorted(groups.items())]
+
+
+class Strategy:
+    """Common parts: candidates per batch size, confirm and gate phases."""
+
+    name = "base"
+
+    def __init__(self, space: SearchSpace, batch_sizes: Sequence[int], store: ResultStore,
+                 defaults: dict[int, KernelConfig], tokens_per_expert: Optional[dict[int, int]] = None,
+                 params: Optional[SearchParams] = None):
+        self.space = space
+        self.batch_sizes = list(batch_sizes)
+        self.store = store
+        self.defaults = defaults
+        self.params = params or SearchParams()
+        tpe = tokens_per_expert or {}
+        self.cands = {M: self._candidates(M, tpe.get(M)) for M in self.batch_sizes}
+        self.candset = {M: set(c) for M, c in self.cands.items()}
+        self.winners: dict[int, Optional[KernelConfig]] = {}
+
+    def _candidates(self, M: int, tpe: Optional[int]) -> list[KernelConfig]:
+        raise NotImplementedError
+
+    def search_rounds(self) -> Rounds:
+        raise NotImplementedError
+        yield []  # pragma: no cover
+
+    # ---- shared ------------------------------------------------------------------
+    def _unmeasured(self, phase: str, pts: Iterable[Point]) -> list[Point]:
+        out, seen = [], set()
+        dead = self.store.failed_configs()
+        for p in pts:
+            if p in seen or self.store.has(p.phase, p.M, p.config):
+                continue
+            if p.config in dead:
+                continue
+            seen.add(p)
+            out.append(p)
+        return sorted(out, key=lambda p: (p.config, p.M, p.phase))
+
+    def screened(self, M: int) -> list:
+        return self.store.ranked("screen", M)
+
+    def confirm_set(self, M: int) -> list[KernelConfig]:
+        ranked = self.screened(M)
+        if not ranked:
+            return []
+        best = ranked[0].score
+        p = self.params
+        picked = [r.config for r in ranked if r.score <= best * (1 + p.confirm_margin)][:p.confirm_max]
+        for r in ranked[:p.confirm_min]:
+            if r.config not in picked:
+                picked.append(r.config)
+        return picked
+
+    def rounds(self) -> Rounds:
+        """All rounds: search, confirm (leaders + default), gate."""
+        yield from self.search_rounds()
+        pts = []
+        for M in self.batch_sizes:
+            for c in self.confirm_set(M):
+                pts.append(Point("confirm", M, c))
+            pts.append(Point("confirm", M, self.defaults[M]))
+        todo = self._unmeasured("confirm", pts)
+        if todo:
+            yield todo
+        yield from self.gate_rounds()
+
+    def ranking(self, M: int) -> list[KernelConfig]:
+        """Configs in the order the gate tries them: confirmed (fastest first), then the rest of the screen."""
+        conf = [r.config for r in self.store.ranked("confirm", M)]
+        rest = [r.config for r in self.screened(M) if r.config not in conf]
+        return conf + rest
+
+    def gate_rounds(self) -> Rounds:
+        pending = {M: self.ranking(M)[:self.params.max_checks] for M in self.batch_sizes}
+        while True:
+            pts = []
+            for M in self.batch_sizes:
+                if M in self.winners:
+                    continue
+                for c in pending[M]:
+                    rec = self.store.get("check", M, c)
+                    if rec is None:
+                        pts.append(Point("check", M, c))
+                        break
+                    if rec.ok:
+                        self.winners[M] = c
+                        break
+                else:
+                    self.winners[M] = None  # nothing passed
+            if not pts:
+                return
+            yield pts
+
+
+class FastSearch(Strategy):
+    name = "fast"
+
+    def _candidates(self, M, tpe):
+        return self.space.candidates(M, tpe, prune_cannot_win=True)
+
+    def neighbours(self, cfg: KernelConfig, M: int) -> list[KernelConfig]:
+        """Single-knob moves to any other value of the knob, within M's candidates.
+
+        A move that overflows shared memory keeps its stages as high as still fits.
+        """
+        out = []
+        cs = self.candset[M]
+        for knob in KNOBS:
+            for v in self.space.domain(knob):
+                if v == getattr(cfg, knob):
+                    continue
+                n = self.space.canonical(_with(cfg, knob, v), M)
+                if n not in cs and not self.space.fits(n):
+                    for s in sorted(self.space.domain("num_stages"), reverse=True):
+                        t = self.space.canonical(_with(n, "num_stages", s), M)
+                        if t in cs:
+                            n = t
+                            break
+                if n in cs and n != cfg:
+                    out.append(n)
+        return out
+
+    def search_rounds(self) -> Rounds:
+        pts = []
+        for M in self.batch_sizes:
+            seeds = tile_representatives(self.cands[M])
+            d = self.space.canonical(self.defaults[M], M)
+            if d in self.candset[M]:
+                seeds.append(d)
+            pts += [Point("screen", M, c) for c in seeds]
+        todo = self._unmeasured("screen", pts)
+        if todo:
+            yield todo
+        leaders_prev: dict[int, list] = {}
+        for _ in range(self.params.max_rounds):
+            pts = []
+            leaders = {M: [r.config for r in self.screened(M)[:self.params.top_t]] for M in self.batch_sizes}
+            for i, M in enumerate(self.batch_sizes):
+                if leaders[M] == leaders_prev.get(M) and leaders_prev:
+                    continue  # converged at this batch size
+                for c in leaders[M]:
+                    pts += [Point("screen", M, n) for n in self.neighbours(c, M)]
+                for j in (i - 1, i + 1):  # the neighbouring batch sizes' best
+                    if 0 <= j < len(self.batch_sizes) and leaders[self.batch_sizes[j]]:
+                        c = self.space.canonical(leaders[self.batch_sizes[j]][0], M)
+                        if c in self.candset[M]:
+                            pts.append(Point("screen", M, c))
+            leaders_prev = leaders
+            todo = self._unmeasured("screen", pts)
+            if not todo:
+                return
+            yield todo
+
+
+class ExhaustiveSearch(Strategy):
+    name = "exhaustive"
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.params = replace(self.params, confirm_max=max(self.params.confirm_max, 8))
+
+    def _candidates(self, M, tpe):
+        return self.space.candidates(M, tpe, prune_cannot_win=False)
+
+    def search_rounds(self) -> Rounds:
+        todo = self._unmeasured("screen", [Point("screen", M, c) for M in self.batch_sizes for c in self.cands[M]])
+        if todo:
+            yield todo
+
+
+def make_strategy(name: str, *args, **kwargs) -> Strategy:
+    if name == "fast":
+        return FastSearch(*args, **kwargs)
+    if name == "exhaustive":
+        return ExhaustiveSearch(*args, **kwargs)
+    from moeplan.errors import TuneError
+    raise TuneError(f"--strategy {name!r} is unknown; valid: {', '.join(STRATEGIES)}")
