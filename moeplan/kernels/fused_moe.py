@@ -1,0 +1,575 @@
+"""The grouped GEMM of the fused-MoE layer (Triton), its launcher, and the layer.
+
+Dimension letters: M tokens, E experts held here (E_g global ids under EP), K hidden
+size, N intermediate size, topk slots per token, T = M * topk (token, slot) pairs,
+O output columns of one GEMM (2N for gate_up, K for down), I its reduction size
+(K for gate_up, N for down), P padded rows from align (see align.py).
+
+The kernel (`_moe_gemm_kernel`) follows the tiling semantics the engine's tuning tables
+assume (spec: tuning_files.md, "Kernel semantics the configs assume"):
+  * grid = cdiv(P, BLOCK_SIZE_M) * cdiv(O, BLOCK_SIZE_N) programs in grouped order:
+    GROUP_SIZE_M consecutive M tiles share a column of N tiles;
+  * each M tile is BLOCK_SIZE_M rows of sorted_token_ids, all of one expert;
+    tiles at or past num_tokens_post_padded exit at once; tiles of expert -1 (owned by
+    another EP rank) write zeros; sentinel rows (id >= T) are never stored;
+  * fp32 accumulation over I in BLOCK_SIZE_K steps, num_stages-deep pipelining,
+    num_warps warps; masks for partial K and N tiles;
+  * optional router-weight multiply and expert bias in the epilogue;
+  * block quantization clamps BLOCK_SIZE_K to min(BLOCK_SIZE_K, min(block_shape)).
+This is the FAITHFUL kernel that `moeplan tune` measures: a straightforward
+implementation of those semantics, so a config that wins here wins on the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+import torch
+import triton
+import triton.language as tl
+
+from moeplan.kernel_config import KNOBS, KernelConfig, default_config
+from moeplan.kernels._common import cdiv, round_to_bf16_grid, tl_dtype, upcast_dot
+from moeplan.kernels.activation import act_and_quant
+from moeplan.kernels.align import AlignBuffers, moe_align_block_size
+from moeplan.kernels.quantize import activation_quant_mode, quantize_activation, weight_group_size
+from moeplan.quant import QuantConfig
+
+# Quant kinds of one GEMM (constexpr QUANT of the kernel)
+Q_NONE, Q_W8A8, Q_W8A8_BLOCK, Q_WEIGHT_ONLY = 0, 1, 2, 3
+
+CHUNK_TOKENS = 32768  # the layer processes at most this many tokens at once (bounds memory)
+
+
+@triton.jit
+def _dot(a, b, acc, UPCAST: tl.constexpr):
+    # UPCAST only under the CPU interpreter, whose bf16 tl.dot is broken.
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc=acc)
+    return tl.dot(a, b, acc=acc)
+
+
+@triton.jit(do_not_specialize=["EM", "num_valid_tokens"])
+def _moe_gemm_kernel(
+    # pointers
+    a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, b_zp_ptr, bias_ptr, topk_weights_ptr,
+    sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
+    # sizes: N = output columns O, K = reduction size I, EM = padded rows P, T
+    N, K, EM, num_valid_tokens,
+    # strides
+    stride_am, stride_ak, stride_be, stride_bk, stride_bn, stride_cm, stride_cn,
+    stride_asm, stride_ask, stride_bse, stride_bsk, stride_bsn,
+    stride_bze, stride_bzk, stride_bzn, stride_biase, stride_biasn,
+    # quantization group sizes: block quant [group_n, group_k]; weight-only: group_k = G
+    group_n: tl.constexpr, group_k: tl.constexpr,
+    # the six knobs (num_warps / num_stages are launch options)
+    BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr, BLOCK_SIZE_K: tl.constexpr,
+    GROUP_SIZE_M: tl.constexpr,
+    # variants
+    MUL_ROUTED_WEIGHT: tl.constexpr, top_k: tl.constexpr, compute_type: tl.constexpr,
+    QUANT: tl.constexpr, A_PER_ROW: tl.constexpr, B_PER_COL: tl.constexpr, INT_DOT: tl.constexpr,
+    W_BITS: tl.constexpr, W_GROUPED: tl.constexpr, HAS_ZP: tl.constexpr, ZP_DEFAULT: tl.constexpr,
+    HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr, UPCAST: tl.constexpr, DOT_M: tl.constexpr,
+):
+    # ---- grouped program order -------------------------------------------------------
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(EM, BLOCK_SIZE_M)
+    num_pid_n = tl.cdiv(N, BLOCK_SIZE_N)
+    num_pid_in_group = GROUP_SIZE_M * num_pid_n
+    group_id = pid // num_pid_in_group
+    first_pid_m = group_id * GROUP_SIZE_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_SIZE_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+
+    # ---- rows of this tile -----------------------------------------------------------
+    num_tokens_post_padded = tl.load(num_tokens_post_padded_ptr)
+    if pid_m * BLOCK_SIZE_M >= num_tokens_post_padded:
+        return
+    offs_m = tl.arange(0, DOT_M)  # DOT_M = max(BLOCK_SIZE_M, 16): tl.dot needs >= 16 rows
+    offs_tid = pid_m * BLOCK_SIZE_M + offs_m
+    if DOT_M == BLOCK_SIZE_M:
+        offs_token = tl.load(sorted_token_ids_ptr + offs_tid)
+    else:
+        offs_token = tl.load(sorted_token_ids_ptr + offs_tid, mask=offs_m < BLOCK_SIZE_M,
+                             other=num_valid_tokens)
+    token_mask = offs_token < num_valid_tokens
+    # sentinel rows read row 0 (always valid memory) and are never stored
+    a_rows = tl.where(token_mask, offs_token // top_k, 0).to(tl.int64)
+    offs_token = offs_token.to(tl.int64)
+
+    offs_cn = pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
+    c_ptrs = c_ptr + offs_token[:, None] * stride_cm + offs_cn[None, :] * stride_cn
+    c_mask = token_mask[:, None] & (offs_cn[None, :] < N)
+
+    off_expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
+    if off_expert == -1:
+        # expert owned by another EP rank: its rows get zeros
+        tl.store(c_ptrs, tl.zeros((DOT_M, BLOCK_SIZE_N), dtype=compute_type), mask=c_mask)
+        return
+
+    offs_k = tl.arange(0, BLOCK_SIZE_K)
+    offs_bn = (pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)) % N  # wrap: no N mask on loads
+    a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
+    b_base = b_ptr + off_expert * stride_be
+    if W_BITS == 4:
+        b_ptrs = b_base + (offs_k[:, None] // 2) * stride_bk + offs_bn[None, :] * stride_bn
+        b_shift = (offs_k[:, None] % 2) * 4
+    else:
+        b_ptrs = b_base + offs_k[:, None] * stride_bk + offs_bn[None, :] * stride_bn
+
+    # ---- scales that do not change along K -------------------------------------------
+    if QUANT == 1:
+        if A_PER_ROW:
+            a_scale = tl.load(a_scale_ptr + a_rows * stride_asm)
+        else:
+            a_scale = tl.load(a_scale_ptr)
+        if B_PER_COL:
+            b_scale = tl.load(b_scale_ptr + off_expert * stride_bse + offs_bn * stride_bsn)
+        else:
+            b_scale = tl.load(b_scale_ptr + off_expert * stride_bse)
+    if QUANT == 2:
+        a_scale_ptrs = a_scale_ptr + a_rows * stride_asm
+        b_scale_ptrs = b_scale_ptr + off_expert * stride_bse + (offs_bn // group_n) * stride_bsn
+    if QUANT == 3:
+        bs_base = b_scale_ptr + off_expert * stride_bse
+        if W_GROUPED:
+            if HAS_ZP:
+                bz_base = b_zp_ptr + off_expert * stride_bze
+                if W_BITS == 4:
+                    bz_cols = (offs_bn // 2) * stride_bzn
+                    bz_shift = (offs_bn % 2) * 4
+                else:
+                    bz_cols = offs_bn * stride_bzn
+        else:
+            b_scale = tl.load(bs_base + offs_bn * stride_bsn).to(tl.float32)
+
+    # ---- main loop ---------------------------------------------------------------------
+    accumulator = tl.zeros((DOT_M, BLOCK_SIZE_N), dtype=tl.float32)
+    for k in range(0, tl.cdiv(K, BLOCK_SIZE_K)):
+        if EVEN_K:
+            a = tl.load(a_ptrs)
+            b = tl.load(b_ptrs)
+        else:
+            k_left = K - k * BLOCK_SIZE_K
+            a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
+            b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+        if QUANT == 0:
+            accumulator = _dot(a, b, accumulator, UPCAST)
+        elif QUANT == 1:
+            if INT_DOT:
+                accumulator += tl.dot(a, b, out_dtype=tl.int32).to(tl.float32)
+            else:
+                accumulator = _dot(a, b, accumulator, UPCAST)
+        elif QUANT == 2:
+            ks = (k * BLOCK_SIZE_K) // group_k
+            a_s = tl.load(a_scale_ptrs + ks * stride_ask)
+            b_s = tl.load(b_scale_ptrs + ks * stride_bsk)
+            if INT_DOT:
+                part = tl.dot(a, b, out_dtype=tl.int32).to(tl.float32)
+            else:
+                part = tl.dot(a, b)
+            accumulator += part * a_s[:, None] * b_s[None, :]
+        else:
+            if W_BITS == 4:
+                b = (b >> b_shift) & 0xF
+            if W_GROUPED:
+                if group_k % BLOCK_SIZE_K == 0:
+                    # the whole K tile lies in one group: one scale (zero point) per column
+                    kg = (k * BLOCK_SIZE_K) // group_k
+                    s = tl.load(bs_base + offs_bn[None, :] * stride_bsn + kg * stride_bsk).to(tl.float32)
+                    if HAS_ZP:
+                        z = tl.load(bz_base + bz_cols[None, :] + kg * stride_bzk)
+                else:
+                    kg = (k * BLOCK_SIZE_K + offs_k[:, None]) // group_k
+                    kg_mask = (k * BLOCK_SIZE_K + offs_k[:, None]) < K
+                    s = tl.load(bs_base + offs_bn[None, :] * stride_bsn + kg * stride_bsk,
+                                mask=kg_mask, other=0.0).to(tl.float32)
+                    if HAS_ZP:
+                        z = tl.load(bz_base + bz_cols[None, :] + kg * stride_bzk, mask=kg_mask, other=0)
+                if HAS_ZP:
+                    if W_BITS == 4:
+                        z = (z >> bz_shift[None, :]) & 0xF
+                    zf = z.to(tl.float32)
+                else:
+                    zf = ZP_DEFAULT
+                bf = (b.to(tl.float32) - zf) * s
+                if UPCAST:
+                    bf = round_to_bf16_grid(bf)  # what the GPU's bf16 cast gives, kept fp32
+                else:
+                    bf = bf.to(compute_type)
+            elif UPCAST:
+                bf = b.to(tl.float32)  # the interpreter's int8 -> bf16 cast is broken too
+            else:
+                bf = b.to(compute_type)
+            accumulator = _dot(a, bf, accumulator, UPCAST)
+        a_ptrs += BLOCK_SIZE_K * stride_ak
+        if W_BITS == 4:
+            b_ptrs += (BLOCK_SIZE_K // 2) * stride_bk
+        else:
+            b_ptrs += BLOCK_SIZE_K * stride_bk
+
+    # ---- epilogue ----------------------------------------------------------------------
+    if QUANT == 1:
+        if A_PER_ROW:
+            accumulator = accumulator * a_scale[:, None]
+        else:
+            accumulator = accumulator * a_scale
+        if B_PER_COL:
+            accumulator = accumulator * b_scale[None, :]
+        else:
+            accumulator = accumulator * b_scale
+    if QUANT == 3:
+        if not W_GROUPED:
+            accumulator = accumulator * b_scale[None, :]
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + off_expert * stride_biase + offs_bn * stride_biasn).to(tl.float32)
+        accumulator = accumulator + bias[None, :]
+    if MUL_ROUTED_WEIGHT:
+        w = tl.load(topk_weights_ptr + offs_token, mask=token_mask, other=0.0)
+        accumulator = accumulator * w[:, None]
+    if UPCAST:
+        accumulator = round_to_bf16_grid(accumulator)
+    tl.store(c_ptrs, accumulator.to(compute_type), mask=c_mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# quantization plan of the layer
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class GemmQuant:
+    """How one GEMM's operands are quantized (derived from a QuantConfig)."""
+
+    kind: int = Q_NONE
+    act_dtype: Optional[torch.dtype] = None  # fp8/int8 when activations are quantized
+    act_mode: Optional[str] = None  # static / tensor / token / group
+    act_group: Optional[int] = None
+    act_scale: Optional[torch.Tensor] = None  # static activation scale
+    w_scale: Optional[torch.Tensor] = None
+    w_zp: Optional[torch.Tensor] = None
+    block_shape: Optional[list[int]] = None
+    w_bits: int = 16
+    group_size: Optional[int] = None  # weight-only group along I (None: per channel)
+
+
+def gemm_quant(quant: Optional[QuantConfig], which: str) -> GemmQuant:
+    """GemmQuant of GEMM `which` ('w1' or 'w2'); raises for schemes the kernel lacks."""
+    if quant is None or quant.weight_dtype is None:
+        return GemmQuant()
+    desc = quant.w1 if which == "w1" else quant.w2
+    static = quant.a1_scale if which == "w1" else quant.a2_scale
+    if quant.use_fp8_w8a8 or quant.use_int8_w8a8:
+        if desc.scale is None:
+            raise ValueError(f"{quant.scheme}: {which}_scale is missing")
+        mode, group = activation_quant_mode(quant, static)
+        qdtype = torch.float8_e4m3fn if quant.use_fp8_w8a8 else torch.int8
+        kind = Q_W8A8_BLOCK if quant.block_shape is not None else Q_W8A8
+        return GemmQuant(kind, qdtype, mode, group, static, desc.scale, None,
+                         None if quant.block_shape is None else list(quant.block_shape), 8)
+    if quant.use_int8_w8a16 or quant.use_int4_w4a16:
+        if desc.scale is None:
+            raise ValueError(f"{quant.scheme}: {which}_scale is missing")
+        return GemmQuant(Q_WEIGHT_ONLY, w_scale=desc.scale, w_zp=desc.zp,
+                         w_bits=4 if quant.use_int4_w4a16 else 8, group_size=weight_group_size(quant))
+    raise NotImplementedError(
+        f"scheme {quant.scheme} is not supported by the Triton fused-MoE kernel "
+        "(supported: unquantized, fp8_w8a8, int8_w8a8, int8_w8a16, int4_w4a16)")
+
+
+def effective_block_k(config: dict, gq: GemmQuant) -> int:
+    """BLOCK_SIZE_K as the kernel runs it: clamped to min(block_shape) with block quant."""
+    bk = int(config["BLOCK_SIZE_K"])
+    if gq.block_shape is not None:
+        bk = min(bk, min(gq.block_shape))
+        if gq.block_shape[1] % bk:
+            raise ValueError(f"BLOCK_SIZE_K {bk} does not divide the block size {gq.block_shape[1]}")
+    return bk
+
+
+def invoke_moe_gemm(
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    A_scale: Optional[torch.Tensor],
+    gq: GemmQuant,
+    bias: Optional[torch.Tensor],
+    topk_weights: Optional[torch.Tensor],
+    sorted_token_ids: torch.Tensor,
+    expert_ids: torch.Tensor,
+    num_tokens_post_padded: torch.Tensor,
+    mul_routed_weight: bool,
+    top_k: int,
+    config: dict,
+    num_valid_tokens: int,
+) -> None:
+    """One grouped GEMM: C[t] = A[t // top_k] @ B[expert(t)].T (+ bias) (* weight[t]).
+
+    A (rows, I) activations (quantized for w8a8), B (E, O, I) weights (I//2 packed int4),
+    C (T, O) output in the compute dtype; sorted_token_ids / expert_ids /
+    num_tokens_post_padded from align with BLOCK_SIZE_M = config["BLOCK_SIZE_M"].
+    """
+    assert sorted_token_ids.stride(0) == 1 and C.stride(1) == 1
+    O = B.shape[1]
+    I = A.shape[1]
+    BM = int(config["BLOCK_SIZE_M"])
+    BN = int(config["BLOCK_SIZE_N"])
+    BK = effective_block_k(config, gq)
+    GM = int(config["GROUP_SIZE_M"])
+    EM = sorted_token_ids.shape[0]
+    compute = C.dtype
+    if topk_weights is not None:
+        assert topk_weights.is_contiguous()
+    a_s = A_scale
+    # activation scales: (1,) per tensor, (R, 1) per row, (R, cdiv(I, bk)) per row and group
+    a_per_row = a_s is not None and a_s.dim() == 2 and a_s.shape[0] > 1
+    stride_asm = a_s.stride(0) if a_per_row else 0
+    stride_ask = a_s.stride(1) if (a_s is not None and a_s.dim() == 2) else 0
+    w_s, w_zp = gq.w_scale, gq.w_zp
+    b_per_col = False
+    stride_bse = stride_bsk = stride_bsn = 0
+    if w_s is not None:
+        if gq.kind == Q_W8A8 and w_s.numel() == B.shape[0]:
+            stride_bse = w_s.stride(0)  # per tensor: (E,)
+        else:
+            stride_bse = w_s.stride(0)
+            stride_bsn = w_s.stride(1)
+            stride_bsk = w_s.stride(2) if w_s.dim() == 3 else 0
+            b_per_col = True
+    group_n = group_k = 0
+    if gq.kind == Q_W8A8_BLOCK:
+        group_n, group_k = gq.block_shape
+    elif gq.kind == Q_WEIGHT_ONLY and gq.group_size is not None:
+        group_k = gq.group_size
+    zp_default = 0.0
+    if gq.kind == Q_WEIGHT_ONLY:
+        if gq.w_bits == 4:
+            zp_default = 8.0
+        elif B.dtype == torch.uint8:
+            zp_default = 128.0
+    int_dot = gq.kind in (Q_W8A8, Q_W8A8_BLOCK) and B.dtype == torch.int8
+    grid = (cdiv(EM, BM) * cdiv(O, BN),)
+    dummy = C
+    _moe_gemm_kernel[grid](
+        A, B, C,
+        a_s if a_s is not None else dummy,
+        w_s if w_s is not None else dummy,
+        w_zp if w_zp is not None else dummy,
+        bias if bias is not None else dummy,
+        topk_weights if topk_weights is not None else dummy,
+        sorted_token_ids, expert_ids, num_tokens_post_padded,
+        O, I, EM, num_valid_tokens,
+        A.stride(0), A.stride(1), B.stride(0), B.stride(2), B.stride(1), C.stride(0), C.stride(1),
+        stride_asm, stride_ask,
+        stride_bse, stride_bsk, stride_bsn,
+        w_zp.stride(0) if w_zp is not None else 0,
+        w_zp.stride(2) if w_zp is not None else 0,
+        w_zp.stride(1) if w_zp is not None else 0,
+        bias.stride(0) if bias is not None else 0,
+        bias.stride(1) if bias is not None else 0,
+        group_n=group_n, group_k=group_k,
+        BLOCK_SIZE_M=BM, BLOCK_SIZE_N=BN, BLOCK_SIZE_K=BK, GROUP_SIZE_M=GM,
+        MUL_ROUTED_WEIGHT=mul_routed_weight, top_k=top_k, compute_type=tl_dtype(compute),
+        QUANT=gq.kind, A_PER_ROW=bool(a_per_row), B_PER_COL=b_per_col, INT_DOT=int_dot,
+        W_BITS=gq.w_bits if gq.kind == Q_WEIGHT_ONLY else 16,
+        W_GROUPED=gq.kind == Q_WEIGHT_ONLY and gq.group_size is not None,
+        HAS_ZP=w_zp is not None, ZP_DEFAULT=zp_default,
+        HAS_BIAS=bias is not None, EVEN_K=I % BK == 0, UPCAST=upcast_dot(compute),
+        DOT_M=max(BM, 16),
+        num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the layer
+# ---------------------------------------------------------------------------------------------
+
+def _config_dict(config: Union[None, dict, KernelConfig], M: int, E: int, N: int, K: int, topk: int,
+                 quant: Optional[QuantConfig], dtype: torch.dtype) -> dict:
+    if config is None:
+        name = quant.config_name(dtype) if quant is not None else (
+            "float32" if dtype == torch.float32 else None)
+        block = quant.block_shape if quant is not None else None
+        return default_config(M, E, N, K, topk, dtype=name, block_shape=block).to_dict()
+    if isinstance(config, KernelConfig):
+        return config.to_dict()
+    return KernelConfig.from_dict({k: int(config[k]) for k in KNOBS if k in config}).to_dict()
+
+
+@dataclass
+class LayerShape:
+    M: int  # tokens handled at once
+    E: int  # local experts (w1.shape[0])
+    E_global: int  # id range of topk_ids
+    N: int
+    K: int
+    topk: int
+
+
+def layer_shape(x, w1, w2, topk_ids, quant: Optional[QuantConfig], expert_map) -> LayerShape:
+    M, K = x.shape
+    E = w1.shape[0]
+    int4 = quant is not None and quant.use_int4_w4a16
+    N = w2.shape[2] * (2 if int4 else 1)
+    if w1.shape[1] != 2 * N:
+        raise ValueError(f"w1 {tuple(w1.shape)} does not hold 2N = {2 * N} rows (w2 {tuple(w2.shape)})")
+    if w1.shape[2] * (2 if int4 else 1) != K or w2.shape[1] != K:
+        raise ValueError(f"hidden size mismatch: x {tuple(x.shape)}, w1 {tuple(w1.shape)}, w2 {tuple(w2.shape)}")
+    if topk_ids.shape[0] != M:
+        raise ValueError(f"topk_ids has {topk_ids.shape[0]} rows for {M} tokens")
+    E_global = expert_map.numel() if expert_map is not None else E
+    return LayerShape(M, E, E_global, N, K, topk_ids.shape[1])
+
+
+class LayerPlan:
+    """Static buffers and launch parameters of the layer for one (M, shape, config, quant).
+
+    Everything a call needs is allocated here, so `run` allocates nothing except the
+    amax temporaries of dynamic per-tensor activation scales, and is CUDA-graph capturable.
+    """
+
+    def __init__(self, shape: LayerShape, dtype: torch.dtype, device, config: dict,
+                 quant: Optional[QuantConfig], activation: str = "silu",
+                 w1_bias=None, w2_bias=None):
+        self.shape, self.dtype, self.config, self.quant, self.activation = shape, dtype, config, quant, activation
+        s = shape
+        T = s.M * s.topk
+        self.T = T
+        self.q1 = gemm_quant(quant, "w1")
+        self.q2 = gemm_quant(quant, "w2")
+        self.w1_bias = w1_bias if w1_bias is not None else (quant.w1_bias if quant is not None else None)
+        self.w2_bias = w2_bias if w2_bias is not None else (quant.w2_bias if quant is not None else None)
+        BM = int(config["BLOCK_SIZE_M"])
+        self.align = AlignBuffers.allocate(T, s.E_global, BM, device)
+        f = dict(device=device)
+        self.c1 = torch.empty((T, 2 * s.N), dtype=dtype, **f)  # (T, 2N) gate_up output
+        self.c2 = torch.empty((T, s.K), dtype=dtype, **f)  # (T, K) down output, router-weighted
+        q = self.q1
+        self.a1q = self.a1s = None
+        if q.act_dtype is not None:
+            self.a1q = torch.empty((s.M, s.K), dtype=q.act_dtype, **f)  # (M, K) quantized x
+            self.a1s = self._scale_buf(q, s.M, s.K, device)
+        q = self.q2
+        self.a2s = None
+        if q.act_dtype is not None:
+            self.a2q = torch.empty((T, s.N), dtype=q.act_dtype, **f)  # (T, N) quantized activation
+            self.a2s = self._scale_buf(q, T, s.N, device)
+            self.a2 = torch.empty((T, s.N), dtype=dtype, **f) if q.act_mode == "tensor" else None
+        else:
+            self.a2 = torch.empty((T, s.N), dtype=dtype, **f)  # (T, N) activation output
+            self.a2q = None
+
+    @staticmethod
+    def _scale_buf(q: GemmQuant, R: int, I: int, device):
+        if q.act_mode == "static":
+            return q.act_scale.float().reshape(1).to(device)  # (1,) float32
+        if q.act_mode == "tensor":
+            return torch.empty((1,), dtype=torch.float32, device=device)  # (1,)
+        if q.act_mode == "token":
+            return torch.empty((R, 1), dtype=torch.float32, device=device)  # (R, 1)
+        return torch.empty((R, cdiv(I, q.act_group)), dtype=torch.float32, device=device)  # (R, I/bk)
+
+    # -- stages --------------------------------------------------------------------------
+    def run_align(self, topk_ids, expert_map):
+        return moe_align_block_size(topk_ids, int(self.config["BLOCK_SIZE_M"]), self.shape.E_global,
+                                    expert_map, buffers=self.align)
+
+    def _quant_act(self, q: GemmQuant, x, out, scale_buf):
+        if q.act_mode == "static":
+            return act_and_quant(x, "none", out=out, quant_dtype=q.act_dtype, mode="static", scale=scale_buf)[0], scale_buf
+        return quantize_activation(x, q.act_dtype, q.act_mode, q.act_group, out=out, scale_out=scale_buf)
+
+    def run_input_quant(self, x):
+        a, a_s = x, None
+        if self.q1.act_dtype is not None:
+            a, a_s = self._quant_act(self.q1, x, self.a1q, self.a1s)
+        self._a1 = (a, a_s)
+
+    def run_gemm1(self, w1):
+        a, a_s = self._a1
+        sorted_ids, expert_ids, ntpp = self.align.outputs()
+        invoke_moe_gemm(a, w1, self.c1, a_s, self.q1, self.w1_bias, None, sorted_ids, expert_ids, ntpp,
+                        False, self.shape.topk, self.config, self.T)
+
+    def run_activation(self):
+        q = self.q2
+        if q.act_dtype is None:
+            act_and_quant(self.c1, self.activation, out=self.a2)
+            self._a2 = (self.a2, None)
+        elif q.act_mode == "tensor":
+            act_and_quant(self.c1, self.activation, out=self.a2)
+            self._a2 = quantize_activation(self.a2, q.act_dtype, "tensor", out=self.a2q, scale_out=self.a2s)
+        else:
+            self._a2 = act_and_quant(self.c1, self.activation, out=self.a2q, quant_dtype=q.act_dtype,
+                                     mode=q.act_mode, group_size=q.act_group,
+                                     scale=self.a2s if q.act_mode == "static" else None,
+                                     scale_out=None if q.act_mode == "static" else self.a2s)
+
+    def run_gemm2(self, w2, topk_weights):
+        a, a_s = self._a2
+        sorted_ids, expert_ids, ntpp = self.align.outputs()
+        invoke_moe_gemm(a, w2, self.c2, a_s, self.q2, self.w2_bias, topk_weights, sorted_ids, expert_ids,
+                        ntpp, True, 1, self.config, self.T)
+
+    def run_sum(self, out):
+        s = self.shape
+        torch.sum(self.c2.view(s.M, s.topk, s.K), dim=1, out=out)
+
+    def run(self, x, w1, w2, topk_weights, topk_ids, expert_map, out):
+        """The whole layer on these tensors (x has exactly shape.M rows)."""
+        self.run_align(topk_ids, expert_map)
+        self.run_input_quant(x)
+        self.run_gemm1(w1)
+        self.run_activation()
+        self.run_gemm2(w2, topk_weights)
+        self.run_sum(out)
+        return out
+
+
+def fused_experts(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    w2: torch.Tensor,
+    topk_weights: torch.Tensor,
+    topk_ids: torch.Tensor,
+    config: Union[None, dict, KernelConfig] = None,
+    quant: Optional[QuantConfig] = None,
+    activation: str = "silu",
+    expert_map: Optional[torch.Tensor] = None,
+    w1_bias: Optional[torch.Tensor] = None,
+    w2_bias: Optional[torch.Tensor] = None,
+    out: Optional[torch.Tensor] = None,
+    chunk_tokens: int = CHUNK_TOKENS,
+) -> torch.Tensor:
+    """The fused-MoE layer: out[m] = sum_j w[m, j] * down_e(act(gate_up_e(x[m]))), e = ids[m, j].
+
+    x (M, K) bf16/fp16/fp32; w1 (E, 2N, K) (gate rows then up rows; interleaved for
+    swigluoai); w2 (E, K, N); topk_weights (M, topk) float32; topk_ids (M, topk) int32/int64
+    global ids (with expert_map, a (E_g,) int32 map to local ids or -1); config the six
+    knobs (None: the engine's default heuristic); quant a moeplan.quant.QuantConfig with
+    its tensors (None: unquantized); biases (E, 2N) / (E, K). Returns (M, K) in x.dtype.
+    Tokens are processed in chunks of `chunk_tokens` to bound memory.
+    """
+    if x.dim() != 2:
+        raise ValueError(f"x must be (M, K), got {tuple(x.shape)}")
+    shape = layer_shape(x, w1, w2, topk_ids, quant, expert_map)
+    M = shape.M
+    if out is None:
+        out = torch.empty((M, shape.K), dtype=x.dtype, device=x.device)  # (M, K)
+    if M == 0:
+        return out
+    x = x.contiguous()
+    topk_weights = topk_weights.to(torch.float32).contiguous()
+    topk_ids = topk_ids.contiguous()
+    chunk = max(1, min(M, chunk_tokens))
+    cfg = _config_dict(config, chunk, shape.E, shape.N, shape.K, shape.topk, quant, x.dtype)
+    plans: dict[int, LayerPlan] = {}
+    for start in range(0, M, chunk):
+        m = min(chunk, M - start)
+        if m not in plans:
+            sub = LayerShape(m, shape.E, shape.E_global, shape.N, shape.K, shape.topk)
+            plans[m] = LayerPlan(sub, x.dtype, x.device, cfg, quant, activation, w1_bias, w2_bias)
+        plans[m].run(x[start:start + m], w1, w2, topk_weights[start:start + m], topk_ids[start:start + m],
+                     expert_map, out[start:start + m])
+    return out
