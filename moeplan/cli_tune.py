@@ -172,6 +172,8 @@ def _run_jobs(jobs, quiet: bool) -> int:
     from moeplan.tune.report import rich_summary
 
     out = Console()
+    if not out.is_terminal:
+        out = Console(width=160)
     err = Console(stderr=True)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("ETA"), TimeRemainingColumn(), console=err, disable=quiet, transient=False)
@@ -255,7 +257,10 @@ def show(path: str = typer.Argument(..., help="A tuning-table JSON file.")):
         t.add_column(k, justify="right")
     for m, cfg in sorted(table.entries.items()):
         t.add_row(str(m), *(str(v) for v in cfg.to_dict().values()))
-    Console().print(t)
+    con = Console()
+    if not con.is_terminal:
+        con = Console(width=160)  # keep the knob names whole in pipes and logs
+    con.print(t)
 
 
 @_one_line_errors

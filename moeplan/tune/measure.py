@@ -20,7 +20,8 @@ Test hooks (environment, read by the worker):
   MOEPLAN_TUNE_FAULT="kind@CONFIG[;kind@CONFIG...]"  CONFIG as KernelConfig.short()
       (M16/N32/K64/G1/w4/s2) or "*"; kinds: exit (the worker process dies: os._exit),
       compile (a compile error), oor (out of resources), hang (never returns), wrong
-      (the output is corrupted, so the correctness gate must reject the config)
+      (the output is corrupted, so the correctness gate must reject the config), slow
+      (each point takes 0.3 s longer: lets a test kill a run midway)
   MOEPLAN_TUNE_TIMER=model|wall|cuda
 """
 
@@ -278,6 +279,8 @@ class Bench:
             raise ResourceFault(f"injected out of resources for {cfg.short()}")
         if kind == "hang":
             time.sleep(3600)
+        if kind == "slow":
+            time.sleep(0.3)
 
     def measure(self, cfg: KernelConfig, M: int, phase: str) -> PointResult:
         torch = self.torch
