@@ -99,7 +99,7 @@ def tune(
     force: bool = typer.Option(False, "--force", help="Replace an existing table instead of merging into it or refusing."),
     seed: int = typer.Option(0, "--seed", help="Seed of weights, inputs and routing draws."),
     point_timeout: float = typer.Option(120.0, "--point-timeout", help="Seconds one measurement may take before its worker is killed."),
-    restart_every: int = typer.Option(150, "--restart-every", help="Restart a worker after this many configs (bounds memory)."),
+    restart_every: int = typer.Option(400, "--restart-every", help="Restart a worker after this many configs (bounds memory)."),
     compile_threads: Optional[int] = typer.Option(None, "--compile-threads", help="CPU threads per GPU worker compiling configs ahead (default: cores / GPUs - 1)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ):

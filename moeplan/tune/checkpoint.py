@@ -41,6 +41,7 @@ class Record:
     n: int = 0
     error: str = ""
     gpu: Optional[int] = None
+    first_ms: Optional[float] = None  # the config's first call at M (kernel compile/load when not compiled ahead)
 
     @property
     def ok(self) -> bool:
@@ -60,6 +61,7 @@ class Record:
     def from_json(cls, d: dict) -> "Record":
         d = dict(d)
         d["config"] = KernelConfig.from_dict(d["config"])
+        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**d)
 
 

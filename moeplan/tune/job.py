@@ -49,7 +49,7 @@ class TuneOptions:
     seed: int = 0
     device_name: str = "UNKNOWN_DEVICE"
     point_timeout_s: float = 120.0
-    restart_every: int = 150
+    restart_every: int = 400
     compile_threads: int = 0
     timer: Optional[str] = None
     smem_limit: int = 232448
@@ -237,13 +237,15 @@ class TableJob:
                                  "nothing measured or written", src)
         store, ckpt = self.store, self.ckpt
         pool = WorkerPool(self.opts.gpus, self.job_payload(), restart_every=self.opts.restart_every,
-                          point_timeout_s=self.opts.point_timeout_s, on_status=on_status, log=log)
+                          point_timeout_s=self.opts.point_timeout_s, on_status=on_status, log=log,
+                          prefetch=max(2, 2 * self.opts.compile_threads))
         next_id = [0]
         done = [0]
 
         def on_point(task: Task, M: int, phase: str, res: dict, gpu):
             rec = Record(phase, M, task.config, res.get("status", "error"), res.get("median_us"), res.get("min_us"),
-                         res.get("max_us"), int(res.get("n") or 0), res.get("error") or "", gpu)
+                         res.get("max_us"), int(res.get("n") or 0), res.get("error") or "", gpu,
+                         res.get("first_ms"))
             store.add(rec)
             ckpt.append([rec])
             done[0] += 1
@@ -265,6 +267,11 @@ class TableJob:
                     tasks.append(Task(next_id[0], cfg, sorted(pts)))
                     next_id[0] += 1
                 set_total(len(points))
+                n_round = getattr(self, "_rounds", 0) + 1
+                self._rounds = n_round
+                phases = sorted({p.phase for p in points})
+                log(f"{self.spec.file_name}: round {n_round} ({'/'.join(phases)}): {len(points)} points, "
+                    f"{len(tasks)} configs, {time.monotonic() - t0:.0f} s in")
                 pool.run(tasks, on_point)
             if started and pool.facts:
                 self._check_device(pool.facts)
@@ -339,7 +346,7 @@ class TableJob:
             d.update(r.config.to_dict())
             d.update({"config": r.config.short(), "median_us": r.median_us, "min_us": r.min_us,
                       "max_us": r.max_us, "replays": r.n, "status": r.status, "error": r.error,
-                      "gpu": r.gpu, "is_winner": winners.get(r.M) == r.config,
+                      "gpu": r.gpu, "first_call_ms": r.first_ms, "is_winner": winners.get(r.M) == r.config,
                       "is_default": self.defaults.get(r.M) == r.config})
             rows.append(d)
         df = pd.DataFrame(rows)

@@ -203,6 +203,8 @@ class Bench:
         self._pool = ThreadPoolExecutor(self.compile_threads) if self.compile_threads > 0 else None
         self._precompiled: dict[KernelConfig, Future] = {}
         self._precompile_broken: Optional[str] = None
+        self._enqueue_ms_per_iter = 0.1
+        self.requeued = 0  # timed batches queued again because the host fell behind the spin kernel
         if self._pool is not None:
             _install_compile_only_hook()
 
@@ -234,12 +236,7 @@ class Bench:
         _tls.compile_only = True
         try:
             torch.cuda.set_device(self.device)
-            done = set()
-            for M in Ms:
-                key = (M == 1,)
-                if key in done:
-                    continue
-                done.add(key)
+            for M in Ms:  # every M: some integer arguments specialise on M (cache hits cost ~1 ms)
                 shape = LayerShape(M, self.E, self.E_global, self.N, self.K, self.topk)
                 plan = LayerPlan(shape, self.dtype, meta, cfg.to_dict(), self.quant, self.activation)
                 x = torch.empty((M, self.K), dtype=self.dtype, device=meta)
@@ -264,6 +261,9 @@ class Bench:
                 raise
             # The compile-only path itself failed (not the config): stop using it.
             self._precompile_broken = f"{type(e).__name__}: {e}"
+            import sys
+            print(f"moeplan tune worker: compiling ahead disabled ({self._precompile_broken[:200]})",
+                  file=sys.stderr, flush=True)
 
     def forget(self, cfg: KernelConfig) -> None:
         self._precompiled.pop(cfg, None)
@@ -338,16 +338,32 @@ class Bench:
         torch.cuda.synchronize()
         starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
         ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-        for i in range(warm):
-            r.set_routing(ids[i % R], w[i % R])
-            graph.replay()
-        for i in range(reps):
-            j = (warm + i) % R
-            r.set_routing(ids[j], w[j])
-            starts[i].record()
-            graph.replay()
-            ends[i].record()
-        torch.cuda.synchronize()
+        # The compile-ahead threads compete for the GIL: if this thread stalled between a start
+        # event and its replay, the GPU would idle inside the timed region. A spin kernel first
+        # keeps the GPU busy while every replay is queued, so the events time GPU work only.
+        n_iter = warm + reps
+        sleep_ms = min(1000.0, max(2.0, 3.0 * self._enqueue_ms_per_iter * n_iter + 1.0))
+        for attempt in range(3):
+            torch.cuda._sleep(int(sleep_ms * 2.0e6))  # ~2 GHz SM clock: cycles for sleep_ms
+            t0 = time.perf_counter()
+            for i in range(warm):
+                r.set_routing(ids[i % R], w[i % R])
+                graph.replay()
+            for i in range(reps):
+                j = (warm + i) % R
+                r.set_routing(ids[j], w[j])
+                starts[i].record()
+                graph.replay()
+                ends[i].record()
+            enqueue_ms = (time.perf_counter() - t0) * 1e3
+            torch.cuda.synchronize()
+            self._enqueue_ms_per_iter = 0.8 * self._enqueue_ms_per_iter + 0.2 * enqueue_ms / n_iter
+            if enqueue_ms < 0.8 * sleep_ms:
+                break
+            # the host was slower than the spin (GIL stalls): the GPU may have idled in a timed
+            # region; queue everything again behind a longer spin
+            self.requeued += 1
+            sleep_ms = min(1000.0, 4.0 * enqueue_ms)
         times = [s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends)]
         del graph
         return times
