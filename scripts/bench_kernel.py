@@ -102,47 +102,66 @@ def default_cfg(spec: Spec, M: int) -> dict:
     return default_config(M, spec.E, spec.N, spec.K, spec.topk, dtype=dtype, block_shape=spec.block_shape).to_dict()
 
 
+SMEM_LIMIT = 232448  # H100 bytes per block
+
+
+def smem_bytes(c: dict, elt: int) -> int:
+    """Shared memory the pipelined A and B tiles take (Triton's main use of it here)."""
+    bm = max(16, c["BLOCK_SIZE_M"])
+    return (bm * c["BLOCK_SIZE_K"] + c["BLOCK_SIZE_K"] * c["BLOCK_SIZE_N"]) * elt * c["num_stages"]
+
+
 def sweep(spec: Spec, M: int, quick: bool = False) -> list[dict]:
-    """A small sweep (about two dozen) around the default and known-good H100 configs."""
-    rows = M * spec.topk / spec.E  # average rows per expert
+    """A small sweep (two to three dozen) around the default and known-good H100 configs.
+
+    The families follow the average rows per expert r = M * topk / E: weight streaming
+    with BLOCK_SIZE_M = 16 for decode, larger M tiles (and wgmma-sized 64/128 rows) as r
+    grows, grouped ordering and 8 warps for the compute-bound end. Configs whose
+    pipelined tiles cannot fit in shared memory are left out.
+    """
+    r = M * spec.topk / spec.E
     block = spec.block_shape is not None
     fp8 = spec.scheme == "fp8_w8a8"
+    elt = 1 if fp8 else 2
+    bks = (128,) if block else ((128, 256) if fp8 else (64, 128, 256))
     out: list[dict] = [default_cfg(spec, M)]
-    if rows <= 4:  # decode: weight streaming, few rows per expert
+    if r <= 4:  # decode: weight streaming
         for bn in (32, 64, 128):
-            for bk in ((128,) if block else (128, 256)):
-                for s in (3, 4, 5):
-                    out.append(cfg(16, bn, bk, 1, 4, s))
-        out += [cfg(16, 64, 64 if not block else 128, 1, 4, 4), cfg(16, 128, 128, 1, 8, 4),
-                cfg(16, 256, 128, 1, 8, 3), cfg(16, 32, 128, 1, 2, 4)]
-    elif rows <= 40:
-        for bm in (16, 32):
+            for bk in bks[-2:] if not block else bks:
+                for st in (3, 4, 5):
+                    out.append(cfg(16, bn, bk, 1, 4, st))
+        out += [cfg(16, 256, 128, 1, 8, 3), cfg(16, 128, 128, 1, 8, 4), cfg(16, 64, 64 if not block else 128, 1, 4, 5),
+                cfg(16, 32, 128, 1, 2, 4), cfg(32, 64, 128, 1, 4, 4), cfg(64, 64, 128, 16, 4, 5)]
+    elif r <= 32:
+        for bm in (16, 32, 64):
             for bn in (64, 128):
-                for bk in ((128,) if block else (64, 128, 256)):
-                    for s in (3, 4):
-                        out.append(cfg(bm, bn, bk, 1, 4, s))
-        out += [cfg(16, 32, 128 if block else 256, 1, 4, 4), cfg(32, 128, 128, 1, 8, 3),
-                cfg(64, 128, 128 if block else 64, 1, 4, 3), cfg(16, 256, 128, 1, 8, 3)]
-    elif rows <= 300:
-        for bm in (32, 64):
-            for bn in (64, 128, 256):
-                for bk in ((128,) if block else (64, 128)):
-                    out.append(cfg(bm, bn, bk, 1 if bm == 32 else 16, 4 if bn < 256 else 8, 3))
-        out += [cfg(64, 128, 128 if (block or fp8) else 64, 1, 4, 4), cfg(64, 64, 128 if block else 64, 1, 4, 4),
-                cfg(64, 128, 128 if (block or fp8) else 64, 32, 8, 4), cfg(128, 128, 128 if (block or fp8) else 64, 16, 8, 3),
-                cfg(16, 128, 128, 1, 4, 4), cfg(32, 128, 128, 1, 4, 4)]
-    else:
-        bks = (128,) if block else ((128, 256) if fp8 else (64, 128))
+                for bk in bks[-2:] if not block else bks:
+                    out.append(cfg(bm, bn, bk, 1, 4, 3 if bm > 16 else 4))
+        out += [cfg(16, 256, 128, 16, 8, 3), cfg(32, 128, 128, 1, 4, 4), cfg(64, 128, 128, 1, 4, 4),
+                cfg(64, 128, 64 if not block else 128, 1, 4, 5), cfg(64, 128, 128, 64, 8, 3), cfg(16, 32, 256 if not block else 128, 16, 4, 3),
+                cfg(32, 64, 128, 1, 4, 5), cfg(16, 128, 128, 1, 4, 5)]
+    elif r <= 160:
+        for bm in (32, 64, 128):
+            for bn in (128, 256):
+                for bk in ((64, 128) if not block else (128,)):
+                    out.append(cfg(bm, bn, bk, 1 if bm == 32 else 16, 8 if bm == 128 or bn == 256 else 4, 3))
+        out += [cfg(64, 128, 64 if not block else 128, 1, 4, 5), cfg(64, 128, 128, 1, 4, 4), cfg(128, 128, 64 if not block else 128, 1, 8, 5),
+                cfg(128, 256, 64 if not block else 128, 64, 8, 4), cfg(64, 64, 128, 1, 4, 4), cfg(16, 128, 128, 1, 4, 3),
+                cfg(128, 128, 128, 16, 8, 3), cfg(64, 256, 128, 32, 8, 3)]
+    else:  # compute-bound end
         for bm in (64, 128):
             for bn in (128, 256):
-                for bk in bks:
-                    for gm in (1, 16, 32) if bm == 64 else (16, 64):
-                        out.append(cfg(bm, bn, bk, gm, 8 if bn == 256 or bm == 128 else 4, 3))
-        out += [cfg(128, 128, bks[0], 32, 8, 4), cfg(64, 128, bks[0], 16, 4, 4), cfg(128, 256, 64 if not block else 128, 16, 8, 4)]
+                for bk in ((64, 128) if not block else (128,)):
+                    for gm in ((16, 64) if bm == 128 else (1, 32)):
+                        out.append(cfg(bm, bn, bk, gm, 8 if (bm == 128 or bn == 256) else 4, 3 if bk == 128 else 4))
+        out += [cfg(128, 256, 64 if not block else 128, 32, 8, 4), cfg(128, 128, 64 if not block else 128, 1, 8, 5),
+                cfg(256, 128, 64 if not block else 128, 16, 8, 3), cfg(128, 256, 128, 16, 8, 3), cfg(64, 128, 64 if not block else 128, 1, 4, 5)]
     seen, uniq = set(), []
-    for c in out:
+    for i, c in enumerate(out):
         if block:
             c = dict(c, BLOCK_SIZE_K=min(c["BLOCK_SIZE_K"], 128))
+        if i > 0 and smem_bytes(c, elt) > SMEM_LIMIT:
+            continue
         if key_of(c) not in seen:
             seen.add(key_of(c))
             uniq.append(c)
@@ -333,6 +352,7 @@ def main():
     ap.add_argument("--budget-s", type=float, default=420.0, help="stop sweeping (default configs only) past this")
     ap.add_argument("--wait-for", default="", help="file whose existence gates the timing phase")
     ap.add_argument("--reps", type=int, default=25)
+    ap.add_argument("--diag", action="store_true", help="also compare each GEMM with cuBLAS bmm (Mixtral, M=4096)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     t_start = time.time()
@@ -366,6 +386,8 @@ def main():
     peaks = measure_peaks(timer)
     log(f"GPU {gpu}: copy bandwidth {bw / 1e12:.2f} TB/s, bf16 {peaks['bf16'] / 1e12:.0f} TFLOP/s, "
         f"fp8 {peaks['fp8'] / 1e12:.0f} TFLOP/s")
+    if args.diag:
+        diagnose(timer, log)
     engine = load_engine()
     gpu_tag = gpu.replace(" ", "_").replace("/", "_")
     csv_path = os.path.join(args.out, f"bench_kernel_{gpu_tag}.csv")
@@ -471,6 +493,45 @@ def bench_point(spec, M, full, wpe, peak, bw, timer, engine, gpu, args, t_start,
         f"({best_us / floor_us:4.2f}x, engine {e_ship:8.1f}) layer {l_us:8.1f} default {d_us:8.1f} "
         f"best {short(best_c)} [{len(results)} cfgs]")
     return row
+
+
+def diagnose(timer: "Timer", log) -> None:
+    """Compute-bound check (Mixtral TP1 bf16, M=4096): each GEMM alone vs cuBLAS bmm.
+
+    The bmm does the same FLOPs on a perfectly balanced split (8 experts x 1024 rows),
+    so it bounds what a grouped GEMM of this size can reach on this card.
+    """
+    import torch
+    from moeplan.kernels import MoeRunner
+    spec = SPECS[0]
+    full = real_inputs(spec, 4096, seed=0)
+    E, N, K = spec.E, spec.N, spec.K
+    a = torch.randn((E, 1024, K), device="cuda", dtype=torch.bfloat16)
+    w1t = full.w1.transpose(1, 2)  # (E, K, 2N) view
+    h = torch.randn((E, 1024, N), device="cuda", dtype=torch.bfloat16)
+    w2t = full.w2.transpose(1, 2)  # (E, N, K) view
+    t1 = timer.median_us(lambda: torch.bmm(a, w1t), reps=10)
+    t2 = timer.median_us(lambda: torch.bmm(h, w2t), reps=10)
+    fl1, fl2 = 2 * 8192 * 2 * N * K, 2 * 8192 * N * K
+    log(f"diag cuBLAS bmm balanced: gate_up {t1:.0f} us ({fl1 / t1 / 1e6:.0f} TFLOP/s), down {t2:.0f} us ({fl2 / t2 / 1e6:.0f} TFLOP/s)")
+    # balanced routing: token m goes to experts (m % 8) and ((m + 1) % 8)
+    m = torch.arange(4096, device="cuda")
+    ids_bal = torch.stack([m % E, (m + 1) % E], dim=1).to(torch.int32)
+    w_bal = torch.full((4096, 2), 0.5, device="cuda")
+    for c in (cfg(128, 256, 64, 16, 8, 4), cfg(128, 256, 64, 64, 8, 3), cfg(128, 128, 64, 1, 8, 5), cfg(64, 256, 64, 16, 8, 4)):
+        for label, (w, ids) in (("random", (full.topk_weights, full.topk_ids)), ("balanced", (w_bal, ids_bal))):
+            try:
+                r = MoeRunner(full.x, full.w1, full.w2, w, ids, c, None)
+                r.run()
+                p = r.plan
+                g1 = timer.median_us(lambda: p.run_gemm1(r.w1), reps=10)
+                g2 = timer.median_us(lambda: p.run_gemm2(r.w2, r.topk_weights), reps=10)
+                log(f"diag {short(c)} {label:8s}: gate_up {g1:.0f} us ({fl1 / g1 / 1e6:.0f} TFLOP/s), "
+                    f"down {g2:.0f} us ({fl2 / g2 / 1e6:.0f} TFLOP/s)")
+            except Exception as e:  # noqa: BLE001
+                log(f"diag {short(c)} {label}: {type(e).__name__} {str(e)[:100]}")
+    del full, a, h
+    torch.cuda.empty_cache()
 
 
 def _capture_prep(r):

@@ -60,7 +60,11 @@ def _check_invariants(ids, s, e, n, BM, E, emap=None):
     (100, 64, 8, 16),  # many experts (E_POW2 64), many tiles
     (3, 300, 2, 8),    # E not a power of two, E > T, BLOCK_SIZE_M = 8
 ])
-def test_align_matches_torch_and_invariants(M, E, topk, BM):
+@pytest.mark.parametrize("path", ["single-program", "three-kernels"])
+def test_align_matches_torch_and_invariants(M, E, topk, BM, path, monkeypatch):
+    # both Triton paths: one program for small T, three kernels above SMALL_T
+    import moeplan.kernels.align as align_mod
+    monkeypatch.setattr(align_mod, "SMALL_T", 1 << 30 if path == "single-program" else 0)
     gen = torch.Generator().manual_seed(seed_for("align", M, E, topk, BM))
     ids = _routing(M, E, topk, gen)
     s, e, n = moe_align_block_size(ids, BM, E)
@@ -82,7 +86,10 @@ def test_align_empty_expert_and_int64_ids():
     assert 0 not in e.cpu().tolist() and 3 not in e.cpu().tolist()
 
 
-def test_align_expert_map_marks_remote_experts():
+@pytest.mark.parametrize("small_t", [True, False])
+def test_align_expert_map_marks_remote_experts(small_t, monkeypatch):
+    import moeplan.kernels.align as align_mod
+    monkeypatch.setattr(align_mod, "SMALL_T", 1 << 30 if small_t else 0)
     # EP: 8 global experts, this rank owns 2, 5, 7 (local 0, 1, 2); the others map to -1
     gen = torch.Generator().manual_seed(seed_for("align-ep"))
     emap = torch.full((8,), -1, dtype=torch.int32)

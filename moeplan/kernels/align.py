@@ -14,8 +14,9 @@ graph and replayed with new topk_ids):
                           are empty.
 
 Two implementations:
-  moe_align_block_size        three small Triton kernels (count with atomics,
-                              place tiles and sentinels, scatter pairs); no host sync.
+  moe_align_block_size        Triton: for T <= SMALL_T one single-program kernel, else
+                              three kernels (count with atomics, place tiles and
+                              sentinels, scatter pairs); no host sync either way.
                               The order of the pairs inside one expert's run is not
                               deterministic (atomics); the set is.
   moe_align_block_size_torch  pure torch (scatter_add, stable argsort, cumsum,
@@ -132,6 +133,59 @@ def _tiles_kernel(counts_ptr, offsets_ptr, expert_map_ptr, sorted_ptr, expert_id
 
 
 @triton.jit
+def _align_small_kernel(ids_ptr, counts_ptr, offsets_ptr, expert_map_ptr, sorted_ptr, expert_ids_ptr, ntpp_ptr,
+                        E, T, num_tiles,
+                        BLOCK_M: tl.constexpr, E_POW2: tl.constexpr, BLOCK_T: tl.constexpr,
+                        TILES: tl.constexpr, HAS_MAP: tl.constexpr):
+    # The whole align in ONE program (small T): zero the counters, count with atomics
+    # (ranks), scan, label tiles and write sentinels, scatter. The block-wide barriers
+    # order the global-memory phases among this program's threads; one launch instead of
+    # four matters at decode batch sizes, where each graph node costs microseconds.
+    e_offs = tl.arange(0, E_POW2)
+    e_mask = e_offs < E
+    tl.store(counts_ptr + e_offs, tl.zeros((E_POW2,), dtype=tl.int32), mask=e_mask)
+    tl.debug_barrier()
+    t = tl.arange(0, BLOCK_T)
+    t_mask = t < T
+    e = tl.load(ids_ptr + t, mask=t_mask, other=0).to(tl.int32)
+    rank = tl.atomic_add(counts_ptr + e, 1, mask=t_mask)
+    tl.debug_barrier()
+    cnt = tl.load(counts_ptr + e_offs, mask=e_mask, other=0, volatile=True)
+    padded = (cnt + BLOCK_M - 1) // BLOCK_M * BLOCK_M
+    ends = tl.cumsum(padded, axis=0)
+    starts = ends - padded
+    total = tl.sum(padded, axis=0)
+    tl.store(offsets_ptr + e_offs, starts, mask=e_mask)
+    tl.store(ntpp_ptr, total)
+    ends_m = tl.where(e_mask, ends, 2147483647)
+    j = tl.arange(0, BLOCK_M)
+    for tile0 in range(0, num_tiles, TILES):
+        tiles = tile0 + tl.arange(0, TILES)
+        row0 = tiles * BLOCK_M
+        e_tile = tl.sum((ends_m[None, :] <= row0[:, None]).to(tl.int32), axis=1)
+        in_use = row0 < total
+        onehot = (e_offs[None, :] == e_tile[:, None]) & in_use[:, None]
+        t_start = tl.sum(tl.where(onehot, starts[None, :], 0), axis=1)
+        t_count = tl.sum(tl.where(onehot, cnt[None, :], 0), axis=1)
+        if HAS_MAP:
+            e_out = tl.load(expert_map_ptr + e_tile, mask=in_use, other=-1)
+        else:
+            e_out = e_tile
+        e_out = tl.where(in_use, e_out, -1)
+        tl.store(expert_ids_ptr + tiles, e_out, mask=tiles < num_tiles)
+        rows = row0[:, None] + j[None, :]
+        pad = ((rows - t_start[:, None]) >= t_count[:, None]) | (~in_use[:, None])
+        tl.store(sorted_ptr + rows, tl.full((TILES, BLOCK_M), 0, tl.int32) + T,
+                 mask=pad & (tiles[:, None] < num_tiles))
+    tl.debug_barrier()
+    start = tl.load(offsets_ptr + e, mask=t_mask, other=0, volatile=True)
+    tl.store(sorted_ptr + start + rank, t, mask=t_mask)
+
+
+SMALL_T = 4096  # up to this many pairs, align runs as one single-program kernel
+
+
+@triton.jit
 def _scatter_kernel(ids_ptr, offsets_ptr, ranks_ptr, sorted_ptr, T, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < T
@@ -161,15 +215,23 @@ def moe_align_block_size(
     ids = topk_ids.reshape(-1)
     b = buffers
     num_tiles = b.expert_ids.numel()
+    e_pow2 = next_pow2(num_experts)
+    tiles = max(1, min(64, 8192 // e_pow2))
+    tiles = 1 << (tiles.bit_length() - 1)  # power of two
+    emap = expert_map if expert_map is not None else b.counts
+    if 0 < T <= SMALL_T:
+        _align_small_kernel[(1,)](
+            ids, b.counts, b.offsets, emap, b.sorted_token_ids, b.expert_ids, b.num_tokens_post_padded,
+            num_experts, T, num_tiles,
+            BLOCK_M=block_m, E_POW2=e_pow2, BLOCK_T=next_pow2(T), TILES=tiles,
+            HAS_MAP=expert_map is not None, num_warps=8 if T > 1024 else 4)
+        return b.outputs()
     b.counts.zero_()
     BLOCK = 1024 if T > 256 else 256
     if T > 0:
         _count_kernel[(cdiv(T, BLOCK),)](ids, b.counts, b.ranks, T, BLOCK=BLOCK, num_warps=4)
-    e_pow2 = next_pow2(num_experts)
-    tiles = max(1, min(64, 8192 // e_pow2))
-    tiles = 1 << (tiles.bit_length() - 1)  # power of two
     _tiles_kernel[(cdiv(num_tiles, tiles),)](
-        b.counts, b.offsets, expert_map if expert_map is not None else b.counts,
+        b.counts, b.offsets, emap,
         b.sorted_token_ids, b.expert_ids, b.num_tokens_post_padded,
         num_experts, T, num_tiles,
         BLOCK_M=block_m, E_POW2=e_pow2, TILES=tiles, HAS_MAP=expert_map is not None, num_warps=4)

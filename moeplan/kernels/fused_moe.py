@@ -99,13 +99,12 @@ def _moe_gemm_kernel(
     a_rows = tl.where(token_mask, offs_token // top_k, 0).to(tl.int64)
     offs_token = offs_token.to(tl.int64)
 
-    offs_cn = pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
-    c_ptrs = c_ptr + offs_token[:, None] * stride_cm + offs_cn[None, :] * stride_cn
-    c_mask = token_mask[:, None] & (offs_cn[None, :] < N)
-
     off_expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
     if off_expert == -1:
         # expert owned by another EP rank: its rows get zeros
+        offs_cn = pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
+        c_ptrs = c_ptr + offs_token[:, None] * stride_cm + offs_cn[None, :] * stride_cn
+        c_mask = token_mask[:, None] & (offs_cn[None, :] < N)
         tl.store(c_ptrs, tl.zeros((DOT_M, BLOCK_SIZE_N), dtype=compute_type), mask=c_mask)
         return
 
@@ -231,6 +230,11 @@ def _moe_gemm_kernel(
         accumulator = accumulator * w[:, None]
     if UPCAST:
         accumulator = round_to_bf16_grid(accumulator)
+    # output pointers only now: a (BM, BN) int64 pointer tile kept live across the K loop
+    # would cost registers the accumulator needs
+    offs_cn = pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
+    c_ptrs = c_ptr + offs_token[:, None] * stride_cm + offs_cn[None, :] * stride_cn
+    c_mask = token_mask[:, None] & (offs_cn[None, :] < N)
     tl.store(c_ptrs, accumulator.to(compute_type), mask=c_mask)
 
 
