@@ -42,6 +42,7 @@ class Record:
     error: str = ""
     gpu: Optional[int] = None
     first_ms: Optional[float] = None  # the config's first call at M (kernel compile/load when not compiled ahead)
+    t_s: Optional[float] = None  # seconds since this run of the job started
 
     @property
     def ok(self) -> bool:
