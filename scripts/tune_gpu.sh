@@ -12,6 +12,7 @@ MIN_LEFT_S=${MIN_LEFT_S:-60}
 TUNED=${TUNED:-tuned}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
+set -f  # table names hold [bn,bk]: no globbing of job arguments
 t_start=$(date +%s)
 { nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv,noheader
   python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"

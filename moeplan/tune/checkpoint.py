@@ -43,6 +43,7 @@ class Record:
     gpu: Optional[int] = None
     first_ms: Optional[float] = None  # the config's first call at M (kernel compile/load when not compiled ahead)
     t_s: Optional[float] = None  # seconds since this run of the job started
+    rss_mb: Optional[float] = None  # the worker's resident memory after this point
 
     @property
     def ok(self) -> bool:

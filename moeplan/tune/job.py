@@ -245,7 +245,7 @@ class TableJob:
         def on_point(task: Task, M: int, phase: str, res: dict, gpu):
             rec = Record(phase, M, task.config, res.get("status", "error"), res.get("median_us"), res.get("min_us"),
                          res.get("max_us"), int(res.get("n") or 0), res.get("error") or "", gpu,
-                         res.get("first_ms"), round(time.monotonic() - t0, 3))
+                         res.get("first_ms"), round(time.monotonic() - t0, 3), res.get("rss_mb"))
             store.add(rec)
             ckpt.append([rec])
             done[0] += 1
@@ -348,7 +348,7 @@ class TableJob:
             d.update(r.config.to_dict())
             d.update({"config": r.config.short(), "median_us": r.median_us, "min_us": r.min_us,
                       "max_us": r.max_us, "replays": r.n, "status": r.status, "error": r.error,
-                      "gpu": r.gpu, "first_call_ms": r.first_ms, "t_s": r.t_s, "is_winner": winners.get(r.M) == r.config,
+                      "gpu": r.gpu, "first_call_ms": r.first_ms, "t_s": r.t_s, "worker_rss_mb": r.rss_mb, "is_winner": winners.get(r.M) == r.config,
                       "is_default": self.defaults.get(r.M) == r.config, "floor_us": floors.get(r.M)})
             rows.append(d)
         df = pd.DataFrame(rows)

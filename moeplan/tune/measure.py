@@ -138,6 +138,15 @@ class PointResult:
                 "max_us": self.max_us, "n": self.n, "error": self.error}
 
 
+def rss_mb() -> Optional[float]:
+    """Resident memory of this process in MiB (Linux), to show that a long run stays flat."""
+    try:
+        with open("/proc/self/statm") as f:
+            return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 _tls = threading.local()
 _hook_lock = threading.Lock()
 
