@@ -394,7 +394,7 @@ def main():
     fields = ["gpu", "shape", "M", "floor_us", "gemms_us", "layer_us", "default_gemms_us", "default_layer_us",
               "best_config", "n_configs", "gemms_over_floor", "layer_over_floor", "default_gemms_over_floor",
               "engine_shipped_us", "engine_default_us", "ours_over_engine_shipped",
-              "default_over_engine_default", "experts_hit", "bytes_MB", "gflop"]
+              "default_over_engine_default", "align_us", "act_us", "experts_hit", "bytes_MB", "gflop"]
     rows = []
     f_csv = open(csv_path, "w", newline="")
     wr = csv.DictWriter(f_csv, fieldnames=fields)
@@ -418,6 +418,10 @@ def main():
         del full
         torch.cuda.empty_cache()
     f_csv.close()
+    end = measure_peaks(timer)  # clock drift check: the same products at the end of the run
+    log(f"end of run: bf16 {end['bf16'] / 1e12:.0f} TFLOP/s, fp8 {end['fp8'] / 1e12:.0f} TFLOP/s "
+        f"(start {peaks['bf16'] / 1e12:.0f} / {peaks['fp8'] / 1e12:.0f})")
+    peaks["bf16_end"], peaks["fp8_end"] = end["bf16"], end["fp8"]
     summary = write_summary(args.out, rows, gpu, bw, peaks, time.time() - t_start, args)
     print(summary)
     log(f"done in {time.time() - t_start:.0f}s; wrote {csv_path}")
@@ -474,6 +478,7 @@ def bench_point(spec, M, full, wpe, peak, bw, timer, engine, gpu, args, t_start,
         return timer.median_us(g.replay, before, reps=args.reps)
     l_us = layer_us(best_c)
     dl_us = layer_us(cands[0]) if dflt else float("nan")
+    align_us, act_us = stage_us(base.with_config(best_c), routings, timer, args.reps)
     eng = engine.get((spec.name, M), {})
     e_ship = float(eng.get("engine_gemms_shipped_table_us", "nan") or "nan")
     e_def = float(eng.get("engine_gemms_default_us", "nan") or "nan")
@@ -487,11 +492,12 @@ def bench_point(spec, M, full, wpe, peak, bw, timer, engine, gpu, args, t_start,
         "engine_shipped_us": e_ship, "engine_default_us": e_def,
         "ours_over_engine_shipped": round(best_us / e_ship, 3) if e_ship == e_ship else "",
         "default_over_engine_default": round(d_us / e_def, 3) if e_def == e_def else "",
+        "align_us": round(align_us, 1), "act_us": round(act_us, 1),
         "experts_hit": round(hit, 1), "bytes_MB": round(nbytes / 1e6, 1), "gflop": round(flops / 1e9, 2),
     }
     log(f"{spec.name[:28]:28s} M={M:5d} floor {floor_us:8.1f} gemms {best_us:8.1f} "
         f"({best_us / floor_us:4.2f}x, engine {e_ship:8.1f}) layer {l_us:8.1f} default {d_us:8.1f} "
-        f"best {short(best_c)} [{len(results)} cfgs]")
+        f"align {align_us:5.1f} act {act_us:6.1f} best {short(best_c)} [{len(results)} cfgs]")
     return row
 
 
@@ -534,6 +540,25 @@ def diagnose(timer: "Timer", log) -> None:
     torch.cuda.empty_cache()
 
 
+def stage_us(r, routings, timer: "Timer", reps: int) -> tuple[float, float]:
+    """Align alone and the activation (+ its quantization) alone, each in its own graph."""
+    import torch
+    r.run()
+    graphs = []
+    for fn in (lambda: r.plan.run_align(r.topk_ids, r.expert_map), r.plan.run_activation):
+        fn()
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+        graphs.append(g)
+
+    def before(i):
+        w, ids = routings[i % len(routings)]
+        r.set_routing(ids, w)
+    return tuple(timer.median_us(g.replay, before, reps=reps) for g in graphs)
+
+
 def _capture_prep(r):
     """Graph of the untimed preparation of a GEMM-only replay: align + input quant."""
     import torch
@@ -555,7 +580,9 @@ def write_summary(out_dir, rows, gpu, bw, peaks, elapsed, args) -> str:
         f"Command: `PYTHONPATH=. python3 scripts/bench_kernel.py --out $OUT{' --quick' if args.quick else ''}` "
         f"({len(rows)} points, {elapsed:.0f} s).",
         f"Measured in the same run: copy bandwidth {bw / 1e12:.2f} TB/s (read + write), "
-        f"bf16 matmul {peaks['bf16'] / 1e12:.0f} TFLOP/s, fp8 _scaled_mm {peaks['fp8'] / 1e12:.0f} TFLOP/s.",
+        f"bf16 matmul {peaks['bf16'] / 1e12:.0f} TFLOP/s, fp8 _scaled_mm {peaks['fp8'] / 1e12:.0f} TFLOP/s "
+        f"(at the end of the run: {peaks.get('bf16_end', float('nan')) / 1e12:.0f} / "
+        f"{peaks.get('fp8_end', float('nan')) / 1e12:.0f}).",
         "",
         "| geomean over the points | value |",
         "| --- | --- |",
@@ -564,6 +591,10 @@ def write_summary(out_dir, rows, gpu, bw, peaks, elapsed, args) -> str:
         f"| both GEMMs / floor (default config) | {g('default_gemms_over_floor'):.3f} |",
         f"| ours (best) / engine with shipped table | {g('ours_over_engine_shipped'):.3f} |",
         f"| ours (default) / engine default heuristic | {g('default_over_engine_default'):.3f} |",
+        "",
+        "Columns of the CSV: floor_us, gemms_us (best config of the sweep), layer_us (whole layer, same",
+        "config), default_* (the engine's default heuristic), align_us / act_us (those stages alone),",
+        "engine_* (the engine's kernel on an H100, shared/reference/engine_kernel_h100.csv).",
         "",
         "Worst points vs the engine's shipped-table figure (ours / engine):",
         "",
