@@ -353,6 +353,7 @@ def main():
     ap.add_argument("--wait-for", default="", help="file whose existence gates the timing phase")
     ap.add_argument("--reps", type=int, default=25)
     ap.add_argument("--diag", action="store_true", help="also compare each GEMM with cuBLAS bmm (Mixtral, M=4096)")
+    ap.add_argument("--align", action="store_true", help="also time align variants alone")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     t_start = time.time()
@@ -388,6 +389,8 @@ def main():
         f"fp8 {peaks['fp8'] / 1e12:.0f} TFLOP/s")
     if args.diag:
         diagnose(timer, log)
+    if args.align:
+        align_bench(log)
     engine = load_engine()
     gpu_tag = gpu.replace(" ", "_").replace("/", "_")
     csv_path = os.path.join(args.out, f"bench_kernel_{gpu_tag}.csv")
@@ -557,6 +560,53 @@ def stage_us(r, routings, timer: "Timer", reps: int) -> tuple[float, float]:
         w, ids = routings[i % len(routings)]
         r.set_routing(ids, w)
     return tuple(timer.median_us(g.replay, before, reps=reps) for g in graphs)
+
+
+def align_bench(log) -> None:
+    """Align alone: Triton (auto path), Triton's multi-kernel path, and the torch version.
+
+    Each variant is captured 20 times in one CUDA graph; per-call time = replay / 20.
+    """
+    import torch
+    import moeplan.kernels.align as al
+    from moeplan.kernels.inputs import make_routing
+    cases = [(1, 8, 2, 16), (1, 256, 8, 16), (64, 128, 8, 16), (256, 256, 8, 16), (512, 256, 8, 16),
+             (1024, 8, 2, 128), (1024, 128, 8, 64), (4096, 8, 2, 128), (4096, 128, 8, 128), (4096, 256, 8, 64)]
+    for M, E, topk, BM in cases:
+        _, ids = make_routing(M, E, topk, "cuda")
+        res = {}
+        for name in ("auto", "multi", "torch"):
+            buf = al.AlignBuffers.allocate(M * topk, E, BM, "cuda")
+            saved = al.SMALL_T
+            if name == "multi":
+                al.SMALL_T = 0
+            fn = (lambda: al.moe_align_block_size_torch(ids, BM, E)) if name == "torch" else (
+                lambda: al.moe_align_block_size(ids, BM, E, buffers=buf))
+            try:
+                fn()
+                torch.cuda.synchronize()
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g):
+                    for _ in range(20):
+                        fn()
+                g.replay()
+                torch.cuda.synchronize()
+                st, en = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                ts = []
+                for _ in range(5):
+                    st.record()
+                    g.replay()
+                    en.record()
+                    torch.cuda.synchronize()
+                    ts.append(st.elapsed_time(en) * 1000 / 20)
+                res[name] = statistics.median(ts)
+            except Exception as e:  # noqa: BLE001
+                res[name] = float("nan")
+                log(f"align {name} failed: {type(e).__name__} {str(e)[:120]}")
+            finally:
+                al.SMALL_T = saved
+        log(f"align M={M:5d} E={E:3d} topk={topk} BM={BM:3d} T={M * topk:6d}: "
+            + " ".join(f"{k} {v:6.1f} us" for k, v in res.items()))
 
 
 def _capture_prep(r):

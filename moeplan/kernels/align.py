@@ -83,7 +83,8 @@ class AlignBuffers:
 def _count(ids_ptr, counts_ptr, offs, mask):
     # bump each pair's expert counter; the old value is the pair's rank in the expert's run
     e = tl.load(ids_ptr + offs, mask=mask, other=0).to(tl.int32)
-    rank = tl.atomic_add(counts_ptr + e, 1, mask=mask)
+    # relaxed: only the returned ranks matter; kernel ends / block barriers order the rest
+    rank = tl.atomic_add(counts_ptr + e, 1, mask=mask, sem="relaxed")
     return e, rank
 
 
@@ -137,26 +138,55 @@ def _label_tiles(tile0, total, counts_ptr, offsets_ptr, ends_ptr, expert_map_ptr
 
 
 @triton.jit
-def _align_small_kernel(ids_ptr, counts_ptr, offsets_ptr, ends_ptr, expert_map_ptr, sorted_ptr, expert_ids_ptr,
+def _align_small_kernel(ids_ptr, counts_ptr, offsets_ptr, expert_map_ptr, sorted_ptr, expert_ids_ptr,
                         ntpp_ptr, E, T, num_tiles,
                         BLOCK_M: tl.constexpr, E_POW2: tl.constexpr, BLOCK_T: tl.constexpr,
-                        TILES: tl.constexpr, STEPS: tl.constexpr, HAS_MAP: tl.constexpr):
+                        ROWS: tl.constexpr, JB: tl.constexpr, HAS_MAP: tl.constexpr):
     # The whole align in ONE program (small T): zero the counters, count with atomics,
-    # scan, label tiles and write sentinels, scatter. Block-wide barriers order the
-    # global-memory phases among this program's threads (volatile loads skip L1). One
-    # launch instead of four matters at decode sizes, where each graph node costs us.
+    # scan, then write tiles expert by expert (stores only: no dependent loads), then
+    # scatter. Block-wide barriers order the global-memory phases among this program's
+    # threads (volatile loads skip L1). One launch instead of four matters at decode
+    # sizes, where each graph node costs microseconds.
     e_offs = tl.arange(0, E_POW2)
-    tl.store(counts_ptr + e_offs, tl.zeros((E_POW2,), dtype=tl.int32), mask=e_offs < E)
+    e_mask = e_offs < E
+    tl.store(counts_ptr + e_offs, tl.zeros((E_POW2,), dtype=tl.int32), mask=e_mask)
     tl.debug_barrier()
     t = tl.arange(0, BLOCK_T)
     t_mask = t < T
     e, rank = _count(ids_ptr, counts_ptr, t, t_mask)
     tl.debug_barrier()
-    total = _scan(counts_ptr, offsets_ptr, ends_ptr, ntpp_ptr, E, BLOCK_M, E_POW2)
+    cnt = tl.load(counts_ptr + e_offs, mask=e_mask, other=0, volatile=True)
+    padded = (cnt + BLOCK_M - 1) // BLOCK_M * BLOCK_M
+    ends = tl.cumsum(padded, axis=0)
+    starts = ends - padded
+    total = tl.sum(padded, axis=0)
+    tl.store(offsets_ptr + e_offs, starts, mask=e_mask)
+    tl.store(ntpp_ptr, total)
+    # expert of every used tile: expert e owns tiles starts/BM .. ends/BM
+    if HAS_MAP:
+        e_val = tl.load(expert_map_ptr + e_offs, mask=e_mask, other=-1)
+    else:
+        e_val = e_offs
+    n_tiles = padded // BLOCK_M
+    first_tile = starts // BLOCK_M
+    for j in range(0, tl.max(n_tiles, axis=0)):
+        tl.store(expert_ids_ptr + first_tile + j, e_val, mask=e_mask & (j < n_tiles))
+    # sentinels in the padding rows of each expert's last tile
+    fill = starts + cnt
+    for j0 in tl.static_range(0, BLOCK_M, JB):
+        jj = j0 + tl.arange(0, JB)
+        rows = fill[:, None] + jj[None, :]  # (E_POW2, JB)
+        tl.store(sorted_ptr + rows, tl.full((E_POW2, JB), 0, tl.int32) + T,
+                 mask=e_mask[:, None] & (rows < ends[:, None]))
+    # tiles and rows past the used ones
+    P = num_tiles * BLOCK_M
+    for r0 in range(0, P, ROWS):
+        rr = r0 + tl.arange(0, ROWS)
+        tl.store(sorted_ptr + rr, tl.full((ROWS,), 0, tl.int32) + T, mask=(rr >= total) & (rr < P))
+        tt = r0 // BLOCK_M + tl.arange(0, ROWS)
+        tl.store(expert_ids_ptr + tt, tl.full((ROWS,), -1, tl.int32),
+                 mask=(tt * BLOCK_M >= total) & (tt < num_tiles) & (tt < (r0 + ROWS) // BLOCK_M))
     tl.debug_barrier()
-    for tile0 in range(0, num_tiles, TILES):
-        _label_tiles(tile0, total, counts_ptr, offsets_ptr, ends_ptr, expert_map_ptr, sorted_ptr,
-                     expert_ids_ptr, E, T, num_tiles, BLOCK_M, TILES, STEPS, HAS_MAP)
     start = tl.load(offsets_ptr + e, mask=t_mask, other=0, volatile=True)
     tl.store(sorted_ptr + start + rank, t, mask=t_mask)
 
@@ -194,7 +224,7 @@ def _place_kernel(ids_ptr, counts_ptr, offsets_ptr, ends_ptr, ranks_ptr, expert_
         tl.store(sorted_ptr + start + rank, offs, mask=mask)
 
 
-SMALL_T = 1024  # up to this many pairs, align runs as one single-program kernel
+SMALL_T = 4096  # up to this many pairs, align runs as one single-program kernel
 
 
 def moe_align_block_size(
@@ -225,10 +255,10 @@ def moe_align_block_size(
     has_map = expert_map is not None
     if T <= SMALL_T:
         _align_small_kernel[(1,)](
-            ids, b.counts, b.offsets, b.ends, emap, b.sorted_token_ids, b.expert_ids, b.num_tokens_post_padded,
+            ids, b.counts, b.offsets, emap, b.sorted_token_ids, b.expert_ids, b.num_tokens_post_padded,
             num_experts, T, num_tiles,
-            BLOCK_M=block_m, E_POW2=e_pow2, BLOCK_T=next_pow2(max(T, 1)), TILES=tiles, STEPS=steps,
-            HAS_MAP=has_map, num_warps=4)
+            BLOCK_M=block_m, E_POW2=e_pow2, BLOCK_T=next_pow2(max(T, 1)), ROWS=1024,
+            JB=max(1, min(block_m, 4096 // e_pow2)), HAS_MAP=has_map, num_warps=4 if T <= 1024 else 8)
         return b.outputs()
     BLOCK = 1024
     b.counts.zero_()
