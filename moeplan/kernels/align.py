@@ -15,8 +15,8 @@ graph and replayed with new topk_ids):
 
 Two implementations:
   moe_align_block_size        Triton: for T <= SMALL_T one single-program kernel, else
-                              a memset and three kernels (count with atomics, scan,
-                              label tiles + write sentinels + scatter pairs); no host
+                              a memset and three kernels (count with atomics; scan +
+                              label tiles + write sentinels; scatter pairs); no host
                               sync either way.
                               The order of the pairs inside one expert's run is not
                               deterministic (atomics); the set is.
@@ -54,7 +54,6 @@ class AlignBuffers:
     num_tokens_post_padded: torch.Tensor  # (1,) int32
     counts: torch.Tensor  # (E_g,) int32 scratch: pairs per expert
     offsets: torch.Tensor  # (E_g,) int32 scratch: first padded row of each expert
-    ends: torch.Tensor  # (E_g,) int32 scratch: one past the last padded row of each expert
     ranks: torch.Tensor  # (T,) int32 scratch: position of each pair inside its expert's run
     block_m: int
     num_experts: int
@@ -70,7 +69,6 @@ class AlignBuffers:
             num_tokens_post_padded=torch.empty((1,), **i32),  # (1,) int32
             counts=torch.zeros((num_experts,), **i32),  # (E_g,) int32
             offsets=torch.empty((num_experts,), **i32),  # (E_g,) int32
-            ends=torch.empty((num_experts,), **i32),  # (E_g,) int32
             ranks=torch.empty((max(num_pairs, 1),), **i32),  # (T,) int32
             block_m=block_m, num_experts=num_experts, num_pairs=num_pairs,
         )
@@ -89,72 +87,14 @@ def _count(ids_ptr, counts_ptr, offs, mask):
 
 
 @triton.jit
-def _scan(counts_ptr, offsets_ptr, ends_ptr, ntpp_ptr, E, BLOCK_M: tl.constexpr, E_POW2: tl.constexpr):
-    # padded run of each expert, its first row (offsets) and end (ends), and the used rows
+def _scan_and_label(counts_ptr, offsets_ptr, expert_map_ptr, sorted_ptr, expert_ids_ptr, ntpp_ptr,
+                    E, T, num_tiles, BLOCK_M: tl.constexpr, E_POW2: tl.constexpr, ROWS: tl.constexpr,
+                    JB: tl.constexpr, HAS_MAP: tl.constexpr):
+    # From the final counts: padded runs, their first rows (offsets, for the scatter), the
+    # used row count, the expert of every tile and the sentinels of every padding row.
+    # Stores only, expert by expert: no dependent loads (latency) and no per-tile search.
     e_offs = tl.arange(0, E_POW2)
     e_mask = e_offs < E
-    cnt = tl.load(counts_ptr + e_offs, mask=e_mask, other=0, volatile=True)
-    padded = (cnt + BLOCK_M - 1) // BLOCK_M * BLOCK_M
-    ends = tl.cumsum(padded, axis=0)
-    tl.store(offsets_ptr + e_offs, ends - padded, mask=e_mask)
-    tl.store(ends_ptr + e_offs, ends, mask=e_mask)
-    total = tl.sum(padded, axis=0)
-    tl.store(ntpp_ptr, total)
-    return total
-
-
-@triton.jit
-def _label_tiles(tile0, total, counts_ptr, offsets_ptr, ends_ptr, expert_map_ptr, sorted_ptr, expert_ids_ptr,
-                 E, T, num_tiles, BLOCK_M: tl.constexpr, TILES: tl.constexpr, STEPS: tl.constexpr,
-                 HAS_MAP: tl.constexpr):
-    # expert of each tile (binary search for the first expert whose padded run ends past
-    # the tile's first row), written through the EP map; sentinels into padding rows
-    tiles = tile0 + tl.arange(0, TILES)
-    row0 = tiles * BLOCK_M
-    lo = tl.zeros((TILES,), dtype=tl.int32)
-    hi = tl.zeros((TILES,), dtype=tl.int32) + E
-    for _ in tl.static_range(STEPS):
-        active = lo < hi
-        mid = (lo + hi) // 2
-        v = tl.load(ends_ptr + mid, mask=active, other=0, volatile=True)
-        right = active & (v <= row0)
-        lo = tl.where(right, mid + 1, lo)
-        hi = tl.where(active & (~right), mid, hi)
-    in_use = row0 < total
-    e_tile = lo
-    t_start = tl.load(offsets_ptr + e_tile, mask=in_use, other=0, volatile=True)
-    t_count = tl.load(counts_ptr + e_tile, mask=in_use, other=0, volatile=True)
-    if HAS_MAP:
-        e_out = tl.load(expert_map_ptr + e_tile, mask=in_use, other=-1)
-    else:
-        e_out = e_tile
-    e_out = tl.where(in_use, e_out, -1)
-    tile_ok = tiles < num_tiles
-    tl.store(expert_ids_ptr + tiles, e_out, mask=tile_ok)
-    j = tl.arange(0, BLOCK_M)
-    rows = row0[:, None] + j[None, :]  # (TILES, BM)
-    pad = ((rows - t_start[:, None]) >= t_count[:, None]) | (~in_use[:, None])
-    tl.store(sorted_ptr + rows, tl.full((TILES, BLOCK_M), 0, tl.int32) + T, mask=pad & tile_ok[:, None])
-
-
-@triton.jit
-def _align_small_kernel(ids_ptr, counts_ptr, offsets_ptr, expert_map_ptr, sorted_ptr, expert_ids_ptr,
-                        ntpp_ptr, E, T, num_tiles,
-                        BLOCK_M: tl.constexpr, E_POW2: tl.constexpr, BLOCK_T: tl.constexpr,
-                        ROWS: tl.constexpr, JB: tl.constexpr, HAS_MAP: tl.constexpr):
-    # The whole align in ONE program (small T): zero the counters, count with atomics,
-    # scan, then write tiles expert by expert (stores only: no dependent loads), then
-    # scatter. Block-wide barriers order the global-memory phases among this program's
-    # threads (volatile loads skip L1). One launch instead of four matters at decode
-    # sizes, where each graph node costs microseconds.
-    e_offs = tl.arange(0, E_POW2)
-    e_mask = e_offs < E
-    tl.store(counts_ptr + e_offs, tl.zeros((E_POW2,), dtype=tl.int32), mask=e_mask)
-    tl.debug_barrier()
-    t = tl.arange(0, BLOCK_T)
-    t_mask = t < T
-    e, rank = _count(ids_ptr, counts_ptr, t, t_mask)
-    tl.debug_barrier()
     cnt = tl.load(counts_ptr + e_offs, mask=e_mask, other=0, volatile=True)
     padded = (cnt + BLOCK_M - 1) // BLOCK_M * BLOCK_M
     ends = tl.cumsum(padded, axis=0)
@@ -162,7 +102,7 @@ def _align_small_kernel(ids_ptr, counts_ptr, offsets_ptr, expert_map_ptr, sorted
     total = tl.sum(padded, axis=0)
     tl.store(offsets_ptr + e_offs, starts, mask=e_mask)
     tl.store(ntpp_ptr, total)
-    # expert of every used tile: expert e owns tiles starts/BM .. ends/BM
+    # expert e owns tiles starts/BM .. ends/BM (its id mapped through the EP map)
     if HAS_MAP:
         e_val = tl.load(expert_map_ptr + e_offs, mask=e_mask, other=-1)
     else:
@@ -178,14 +118,35 @@ def _align_small_kernel(ids_ptr, counts_ptr, offsets_ptr, expert_map_ptr, sorted
         rows = fill[:, None] + jj[None, :]  # (E_POW2, JB)
         tl.store(sorted_ptr + rows, tl.full((E_POW2, JB), 0, tl.int32) + T,
                  mask=e_mask[:, None] & (rows < ends[:, None]))
-    # tiles and rows past the used ones
+    # rows and tiles past the used ones
     P = num_tiles * BLOCK_M
     for r0 in range(0, P, ROWS):
         rr = r0 + tl.arange(0, ROWS)
         tl.store(sorted_ptr + rr, tl.full((ROWS,), 0, tl.int32) + T, mask=(rr >= total) & (rr < P))
-        tt = r0 // BLOCK_M + tl.arange(0, ROWS)
+    for t0 in range(0, num_tiles, ROWS):
+        tt = t0 + tl.arange(0, ROWS)
         tl.store(expert_ids_ptr + tt, tl.full((ROWS,), -1, tl.int32),
-                 mask=(tt * BLOCK_M >= total) & (tt < num_tiles) & (tt < (r0 + ROWS) // BLOCK_M))
+                 mask=(tt * BLOCK_M >= total) & (tt < num_tiles))
+
+
+@triton.jit
+def _align_small_kernel(ids_ptr, counts_ptr, offsets_ptr, expert_map_ptr, sorted_ptr, expert_ids_ptr,
+                        ntpp_ptr, E, T, num_tiles,
+                        BLOCK_M: tl.constexpr, E_POW2: tl.constexpr, BLOCK_T: tl.constexpr,
+                        ROWS: tl.constexpr, JB: tl.constexpr, HAS_MAP: tl.constexpr):
+    # The whole align in ONE program (small T): zero the counters, count with atomics,
+    # scan and label, scatter. Block-wide barriers order the global-memory phases among
+    # this program's threads (volatile loads skip L1). One launch instead of four matters
+    # at decode sizes, where each graph node costs microseconds.
+    e_offs = tl.arange(0, E_POW2)
+    tl.store(counts_ptr + e_offs, tl.zeros((E_POW2,), dtype=tl.int32), mask=e_offs < E)
+    tl.debug_barrier()
+    t = tl.arange(0, BLOCK_T)
+    t_mask = t < T
+    e, rank = _count(ids_ptr, counts_ptr, t, t_mask)
+    tl.debug_barrier()
+    _scan_and_label(counts_ptr, offsets_ptr, expert_map_ptr, sorted_ptr, expert_ids_ptr, ntpp_ptr,
+                    E, T, num_tiles, BLOCK_M, E_POW2, ROWS, JB, HAS_MAP)
     tl.debug_barrier()
     start = tl.load(offsets_ptr + e, mask=t_mask, other=0, volatile=True)
     tl.store(sorted_ptr + start + rank, t, mask=t_mask)
@@ -200,28 +161,21 @@ def _count_kernel(ids_ptr, counts_ptr, ranks_ptr, T, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _scan_kernel(counts_ptr, offsets_ptr, ends_ptr, ntpp_ptr, E, BLOCK_M: tl.constexpr, E_POW2: tl.constexpr):
-    _scan(counts_ptr, offsets_ptr, ends_ptr, ntpp_ptr, E, BLOCK_M, E_POW2)
+def _scan_kernel(counts_ptr, offsets_ptr, expert_map_ptr, sorted_ptr, expert_ids_ptr, ntpp_ptr,
+                 E, T, num_tiles, BLOCK_M: tl.constexpr, E_POW2: tl.constexpr, ROWS: tl.constexpr,
+                 JB: tl.constexpr, HAS_MAP: tl.constexpr):
+    _scan_and_label(counts_ptr, offsets_ptr, expert_map_ptr, sorted_ptr, expert_ids_ptr, ntpp_ptr,
+                    E, T, num_tiles, BLOCK_M, E_POW2, ROWS, JB, HAS_MAP)
 
 
 @triton.jit
-def _place_kernel(ids_ptr, counts_ptr, offsets_ptr, ends_ptr, ranks_ptr, expert_map_ptr, sorted_ptr,
-                  expert_ids_ptr, ntpp_ptr, E, T, num_tiles, tile_programs,
-                  BLOCK_M: tl.constexpr, TILES: tl.constexpr, STEPS: tl.constexpr, BLOCK: tl.constexpr,
-                  HAS_MAP: tl.constexpr):
-    # programs [0, tile_programs) label TILES tiles each; the others scatter BLOCK pairs
-    pid = tl.program_id(0)
-    if pid < tile_programs:
-        total = tl.load(ntpp_ptr)
-        _label_tiles(pid * TILES, total, counts_ptr, offsets_ptr, ends_ptr, expert_map_ptr, sorted_ptr,
-                     expert_ids_ptr, E, T, num_tiles, BLOCK_M, TILES, STEPS, HAS_MAP)
-    else:
-        offs = (pid - tile_programs) * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < T
-        e = tl.load(ids_ptr + offs, mask=mask, other=0).to(tl.int32)
-        start = tl.load(offsets_ptr + e, mask=mask, other=0)
-        rank = tl.load(ranks_ptr + offs, mask=mask, other=0)
-        tl.store(sorted_ptr + start + rank, offs, mask=mask)
+def _scatter_kernel(ids_ptr, offsets_ptr, ranks_ptr, sorted_ptr, T, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < T
+    e = tl.load(ids_ptr + offs, mask=mask, other=0).to(tl.int32)
+    start = tl.load(offsets_ptr + e, mask=mask, other=0)
+    rank = tl.load(ranks_ptr + offs, mask=mask, other=0)
+    tl.store(sorted_ptr + start + rank, offs, mask=mask)
 
 
 SMALL_T = 4096  # up to this many pairs, align runs as one single-program kernel
@@ -248,28 +202,20 @@ def moe_align_block_size(
     b = buffers
     num_tiles = b.expert_ids.numel()
     e_pow2 = next_pow2(num_experts)
-    steps = max(1, (num_experts).bit_length())  # binary-search steps over E experts
-    tiles = max(1, min(256, 8192 // block_m))
-    tiles = 1 << (tiles.bit_length() - 1)  # power of two
     emap = expert_map if expert_map is not None else b.counts
-    has_map = expert_map is not None
+    common = dict(BLOCK_M=block_m, E_POW2=e_pow2, ROWS=1024, JB=max(1, min(block_m, 4096 // e_pow2)),
+                  HAS_MAP=expert_map is not None)
     if T <= SMALL_T:
         _align_small_kernel[(1,)](
             ids, b.counts, b.offsets, emap, b.sorted_token_ids, b.expert_ids, b.num_tokens_post_padded,
-            num_experts, T, num_tiles,
-            BLOCK_M=block_m, E_POW2=e_pow2, BLOCK_T=next_pow2(max(T, 1)), ROWS=1024,
-            JB=max(1, min(block_m, 4096 // e_pow2)), HAS_MAP=has_map, num_warps=4 if T <= 1024 else 8)
+            num_experts, T, num_tiles, BLOCK_T=next_pow2(max(T, 1)), num_warps=4 if T <= 1024 else 8, **common)
         return b.outputs()
     BLOCK = 1024
     b.counts.zero_()
     _count_kernel[(cdiv(T, BLOCK),)](ids, b.counts, b.ranks, T, BLOCK=BLOCK, num_warps=4)
-    _scan_kernel[(1,)](b.counts, b.offsets, b.ends, b.num_tokens_post_padded, num_experts,
-                       BLOCK_M=block_m, E_POW2=e_pow2, num_warps=4)
-    tile_programs = cdiv(num_tiles, tiles)
-    _place_kernel[(tile_programs + cdiv(T, BLOCK),)](
-        ids, b.counts, b.offsets, b.ends, b.ranks, emap, b.sorted_token_ids, b.expert_ids,
-        b.num_tokens_post_padded, num_experts, T, num_tiles, tile_programs,
-        BLOCK_M=block_m, TILES=tiles, STEPS=steps, BLOCK=BLOCK, HAS_MAP=has_map, num_warps=4)
+    _scan_kernel[(1,)](b.counts, b.offsets, emap, b.sorted_token_ids, b.expert_ids, b.num_tokens_post_padded,
+                       num_experts, T, num_tiles, num_warps=8, **common)
+    _scatter_kernel[(cdiv(T, BLOCK),)](ids, b.offsets, b.ranks, b.sorted_token_ids, T, BLOCK=BLOCK, num_warps=4)
     return b.outputs()
 
 
