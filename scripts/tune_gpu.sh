@@ -36,5 +36,5 @@ for job in "$@"; do
   rc=$?
   echo "$name rc=$rc wall=$(( $(date +%s) - s ))s args: $args" | tee -a "$OUT/walls.txt"
 done
-tar czf "$OUT/tuned.tgz" "$TUNED" 2>/dev/null
+tar czf "$OUT/tuned.tgz" --exclude=routing.pt "$TUNED" 2>/dev/null  # routing pools are big and re-made from the seed
 exit 0

@@ -172,6 +172,26 @@ def test_replay_from_a_partial_store_gives_the_same_decisions():
     n = drive(resumed, MIXTRAL)
     assert resumed.winners == full.winners
     assert n == len(full.store) - len(recs)  # nothing measured twice
+    assert set(resumed.store) == set(full.store)  # ... and exactly the same points
+    # a finished job replayed from its complete store asks for nothing at all
+    replay = make(FastSearch, MIXTRAL, sizes, ResultStore(list(full.store)))
+    assert list(replay.rounds()) == []
+    assert replay.winners == full.winners
+
+
+def test_replay_ignores_records_of_later_rounds():
+    """Decisions see only the points asked for so far, not what a later round measured."""
+    sizes = [64]
+    full = make(FastSearch, MIXTRAL, sizes)
+    drive(full, MIXTRAL)
+    # a record a later round would have produced, made to look like the best config: in a
+    # resumed run it is in the store from the start, yet the early rounds must not react to it
+    sp = full.space
+    outsider = next(c for c in sp.candidates(64) if not full.store.has("screen", 64, c))
+    store = ResultStore(list(full.store) + [Record("screen", 64, outsider, "ok", 1e-3, 1e-3, 1e-3, 1)])
+    again = make(FastSearch, MIXTRAL, sizes, store)
+    assert list(again.rounds()) == []
+    assert again.winners == full.winners
 
 
 def test_gate_disqualifies_wrong_configs_and_failures_score_infinity():

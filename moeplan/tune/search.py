@@ -93,6 +93,8 @@ class Strategy:
         self.cands = {M: self._candidates(M, tpe.get(M)) for M in self.batch_sizes}
         self.candset = {M: set(c) for M, c in self.cands.items()}
         self.winners: dict[int, Optional[KernelConfig]] = {}
+        self.seen: set[Point] = set()
+        self.asked = 0
 
     def _candidates(self, M: int, tpe: Optional[int]) -> list[KernelConfig]:
         raise NotImplementedError
@@ -102,20 +104,38 @@ class Strategy:
         yield []  # pragma: no cover
 
     # ---- shared ------------------------------------------------------------------
+    # Decisions may only use the records of points this strategy has asked for so far (`seen`):
+    # a resumed run's store already holds later rounds' records, and looking at those would
+    # change earlier decisions, so the replay would drift from the run it resumes.
     def _unmeasured(self, phase: str, pts: Iterable[Point]) -> list[Point]:
-        out, seen = [], set()
-        dead = self.store.failed_configs()
+        """Ask for `pts`: the new ones join `seen` (self.asked counts them); returns those to measure."""
+        out, batch = [], set()
+        self.asked = 0
+        dead = self._dead()
         for p in pts:
-            if p in seen or self.store.has(p.phase, p.M, p.config):
+            if p in batch or p in self.seen:
                 continue
+            batch.add(p)
             if p.config in dead:
-                continue
-            seen.add(p)
-            out.append(p)
+                continue  # crashed or hung earlier: never tried again
+            self.seen.add(p)
+            self.asked += 1
+            if not self.store.has(p.phase, p.M, p.config):
+                out.append(p)
         return sorted(out, key=lambda p: (p.config, p.M, p.phase))
 
+    def _visible(self, phase: str, M: int) -> list:
+        return [r for r in self.store.at(phase, M) if Point(phase, M, r.config) in self.seen]
+
+    def _ranked(self, phase: str, M: int) -> list:
+        return sorted((r for r in self._visible(phase, M) if r.ok), key=lambda r: (r.score, r.config))
+
+    def _dead(self) -> set:
+        return {r.config for r in self.store if r.status in ("crash", "timeout")
+                and Point(r.phase, r.M, r.config) in self.seen}
+
     def screened(self, M: int) -> list:
-        return self.store.ranked("screen", M)
+        return self._ranked("screen", M)
 
     def confirm_set(self, M: int) -> list[KernelConfig]:
         ranked = self.screened(M)
@@ -144,7 +164,7 @@ class Strategy:
 
     def ranking(self, M: int) -> list[KernelConfig]:
         """Configs in the order the gate tries them: confirmed (fastest first), then the rest of the screen."""
-        conf = [r.config for r in self.store.ranked("confirm", M)]
+        conf = [r.config for r in self._ranked("confirm", M)]
         rest = [r.config for r in self.screened(M) if r.config not in conf]
         return conf + rest
 
@@ -152,22 +172,28 @@ class Strategy:
         pending = {M: self.ranking(M)[:self.params.max_checks] for M in self.batch_sizes}
         while True:
             pts = []
+            dead = self._dead()
             for M in self.batch_sizes:
                 if M in self.winners:
                     continue
                 for c in pending[M]:
-                    rec = self.store.get("check", M, c)
-                    if rec is None:
-                        pts.append(Point("check", M, c))
+                    if c in dead:
+                        continue
+                    p = Point("check", M, c)
+                    if p not in self.seen:
+                        pts.append(p)
                         break
-                    if rec.ok:
+                    rec = self.store.get("check", M, c)
+                    if rec is not None and rec.ok:
                         self.winners[M] = c
                         break
                 else:
                     self.winners[M] = None  # nothing passed
             if not pts:
                 return
-            yield pts
+            todo = self._unmeasured("check", pts)
+            if todo:
+                yield todo
 
 
 class FastSearch(Strategy):
@@ -225,9 +251,10 @@ class FastSearch(Strategy):
                             pts.append(Point("screen", M, c))
             leaders_prev = leaders
             todo = self._unmeasured("screen", pts)
-            if not todo:
-                return
-            yield todo
+            if not self.asked:
+                return  # nothing new to look at: converged (a resumed run may have measured it all)
+            if todo:
+                yield todo
 
 
 class ExhaustiveSearch(Strategy):
