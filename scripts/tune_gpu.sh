@@ -31,7 +31,7 @@ for job in "$@"; do
     timeout "$left" python scripts/tune_compare.py $args > "$OUT/${name#compare:}.log" 2>&1
   else
     # shellcheck disable=SC2086
-    timeout "$left" python -m moeplan tune $args --out "$TUNED" --quiet > "$OUT/$name.log" 2>&1
+    timeout "$left" python -m moeplan tune --out "$TUNED" --quiet $args > "$OUT/$name.log" 2>&1
   fi
   rc=$?
   echo "$name rc=$rc wall=$(( $(date +%s) - s ))s args: $args" | tee -a "$OUT/walls.txt"
