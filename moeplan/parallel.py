@@ -178,8 +178,6 @@ def check_layout(layout: Layout, num_experts: int, intermediate_size: int,
             raise LayoutError(
                 f"per-device intermediate size {n_local} is not divisible by weight quantization block_k = {bk}; "
                 f"use a layout with N a multiple of {bk}")
-    if layout.use_ep and layout.placement == "round_robin" and num_experts % world:
-        pass  # uneven round-robin splits are legal; ranks differ in their local count
 
 
 def per_device_n(intermediate_size: int, ranks: DeviceRanks) -> int:
