@@ -317,44 +317,35 @@ class ModelSpec:
 
     def to_dict(self) -> dict:
         """JSON-able description (quantization summarised, not raw)."""
-        return {
-            "name": self.name,
-            "alias": self.alias,
-            "model_type": self.model_type,
-            "architecture": self.architecture,
-            "num_experts": self.num_experts,
-            "top_k": self.top_k,
-            "hidden_size": self.hidden_size,
-            "moe_intermediate_size": self.moe_intermediate_size,
-            "num_shared_experts": self.num_shared_experts,
-            "shared_expert_intermediate_size": self.shared_expert_intermediate_size,
-            "num_hidden_layers": self.num_hidden_layers,
-            "num_moe_layers": self.num_moe_layers,
-            "activation": self.activation,
-            "expert_bias": self.expert_bias,
-            "quantization": self.quantization.to_dict() if self.quantization else None,
-            "source": self.source,
-        }
+        d = {"name": self.name, "alias": self.alias}
+        d.update({k: getattr(self, k) for k in _SPEC_FIELDS})
+        d["quantization"] = self.quantization.to_dict() if self.quantization else None
+        d["source"] = self.source
+        return d
 
     def to_preset_dict(self) -> dict:
         """The preset-file form (``configs/<alias>.json``); see ``spec_from_preset``."""
-        return {
-            "alias": self.alias,
-            "name": self.name,
-            "model_type": self.model_type,
-            "architecture": self.architecture,
-            "num_experts": self.num_experts,
-            "top_k": self.top_k,
-            "hidden_size": self.hidden_size,
-            "moe_intermediate_size": self.moe_intermediate_size,
-            "num_shared_experts": self.num_shared_experts,
-            "shared_expert_intermediate_size": self.shared_expert_intermediate_size,
-            "num_hidden_layers": self.num_hidden_layers,
-            "num_moe_layers": self.num_moe_layers,
-            "activation": self.activation,
-            "expert_bias": self.expert_bias,
-            "quantization": dict(self.quantization.raw) if self.quantization else None,
-        }
+        d = {"alias": self.alias, "name": self.name}
+        d.update({k: getattr(self, k) for k in _SPEC_FIELDS})
+        d["quantization"] = dict(self.quantization.raw) if self.quantization else None
+        return d
+
+
+# The ModelSpec numbers and names shared by the preset files and the JSON output, in file order.
+_SPEC_FIELDS = (
+    "model_type",
+    "architecture",
+    "num_experts",
+    "top_k",
+    "hidden_size",
+    "moe_intermediate_size",
+    "num_shared_experts",
+    "shared_expert_intermediate_size",
+    "num_hidden_layers",
+    "num_moe_layers",
+    "activation",
+    "expert_bias",
+)
 
 
 # --------------------------------------------------------------------------------------
@@ -762,23 +753,7 @@ def read_config_file(path: "str | os.PathLike[str]") -> tuple[dict, str]:
 # Presets
 # --------------------------------------------------------------------------------------
 
-_PRESET_REQUIRED = (
-    "alias",
-    "name",
-    "model_type",
-    "architecture",
-    "num_experts",
-    "top_k",
-    "hidden_size",
-    "moe_intermediate_size",
-    "num_shared_experts",
-    "shared_expert_intermediate_size",
-    "num_hidden_layers",
-    "num_moe_layers",
-    "activation",
-    "expert_bias",
-    "quantization",
-)
+_PRESET_REQUIRED = ("alias", "name", *_SPEC_FIELDS, "quantization")
 
 _PRESET_CACHE: dict[str, tuple[tuple[ModelSpec, ...], dict[str, ModelSpec]]] = {}
 
