@@ -23,7 +23,7 @@ from moeplan.kernel_config import KNOBS, KernelConfig, default_config
 from moeplan.plan import Resolution, TableSpec
 from moeplan.tables import TuningTable, atomic_write_text, load_table, merge_tables, write_table
 from moeplan.tune.checkpoint import Checkpoint, Record, ResultStore
-from moeplan.tune.routing import RoutingSpec, make_pools, routing_stats
+from moeplan.tune.routing import DEFAULT_DRAWS, POOL_VERSION, RoutingSpec, make_pools, routing_stats
 from moeplan.tune.search import SearchParams, Strategy, make_strategy
 from moeplan.tune.space import OPERAND_BYTES, SearchSpace, ShapeInfo
 from moeplan.tune.worker import Task, WorkerPool
@@ -141,7 +141,7 @@ class TableJob:
             "per_token": s.per_token, "per_channel": s.per_channel, "activation": self.res.model.activation,
             "expert_map": self.expert_map, "batch_sizes": self.batch_sizes, "strategy": o.strategy,
             "space": hashlib.sha256(repr([c.to_dict() for c in o.configs]).encode()).hexdigest()[:16],
-            "routing": o.routing.identity(), "seed": o.seed, "interpret": o.interpret,
+            "routing": o.routing.identity(), "seed": o.seed, "pool": [POOL_VERSION, DEFAULT_DRAWS], "interpret": o.interpret,
             "timer": o.timer or "", "kernel": kernel_source_hash(), "triton": o.triton_version,
             "smem_limit": o.smem_limit, "timing": o.timing or {},
         }

@@ -43,7 +43,7 @@ ENV_FAULT = "MOEPLAN_TUNE_FAULT"
 ENV_TIMER = "MOEPLAN_TUNE_TIMER"
 
 # Replays per phase: (warm-up, timed)
-DEFAULT_TIMING = {"screen": (2, 10), "confirm": (5, 40)}
+DEFAULT_TIMING = {"screen": (2, 12), "confirm": (5, 64)}  # confirm: every draw of the 64-draw pool once
 INTERPRET_TIMING = {"screen": (0, 1), "confirm": (0, 2)}
 
 # Correctness-gate tolerance: relative L2 error vs the float32 reference, per --dtype scheme.

@@ -25,7 +25,8 @@ import torch
 
 from moeplan.errors import TuneError
 
-DEFAULT_DRAWS = 16
+DEFAULT_DRAWS = 64  # many draws: at small M under EP the layer time varies ~2x between draws
+POOL_VERSION = 2  # bump when the way pools are drawn changes (part of a job's identity)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,8 @@ def make_pools(spec: RoutingSpec, batch_sizes: Sequence[int], num_experts: int, 
         probs = (probs / probs.sum()).float()
     pools = {}
     for M in batch_sizes:
+        # one generator per batch size: M's pool does not depend on which other sizes are tuned
+        g.manual_seed(seed * 1_000_003 + M)
         ids_l, w_l = [], []
         for _ in range(draws):
             if spec.kind == "uniform":

@@ -15,8 +15,9 @@ across batch sizes:
   round 0   per batch size: one representative of every tile shape (BM, BN, BK) that
             survives pruning, plus the engine's default config;
   round r   per batch size: every single-knob move (any value of one knob; stages cut
-            to fit shared memory) around its current top `top_t`, plus the best configs
-            of the neighbouring batch sizes; until no batch size's leaders change;
+            to fit shared memory) around its leaders (the `top_t` fastest configs and the
+            fastest config of each of the `top_shapes` best tile shapes), plus the best
+            configs of the neighbouring batch sizes; until no batch size's leaders change;
   confirm   the screened configs within `confirm_margin` of the best (at most
             `confirm_max`, at least 2) and the default config, measured in full;
   gate      the fastest confirmed config is checked against the reference; a wrong one
@@ -49,6 +50,7 @@ Rounds = Generator[list[Point], None, None]
 @dataclass
 class SearchParams:
     top_t: int = 3  # leaders expanded per batch size and round
+    top_shapes: int = 3  # ... plus the best config of each of this many best tile shapes
     max_rounds: int = 8  # expansion rounds after the seeds
     confirm_max: int = 5
     confirm_min: int = 2
@@ -224,6 +226,23 @@ class FastSearch(Strategy):
                     out.append(n)
         return out
 
+    def leaders(self, M: int) -> list[KernelConfig]:
+        """The centres to expand at M: the `top_t` fastest configs, plus the fastest config of each of
+        the `top_shapes` best tile shapes (so near-twins of one tile cannot crowd out a close rival tile)."""
+        ranked = self.screened(M)
+        out = [r.config for r in ranked[:self.params.top_t]]
+        shapes: list = []
+        for r in ranked:
+            sh = (r.config.BLOCK_SIZE_M, r.config.BLOCK_SIZE_N, r.config.BLOCK_SIZE_K)
+            if sh in shapes:
+                continue
+            shapes.append(sh)
+            if r.config not in out:
+                out.append(r.config)
+            if len(shapes) >= self.params.top_shapes:
+                break
+        return out
+
     def search_rounds(self) -> Rounds:
         pts = []
         for M in self.batch_sizes:
@@ -238,7 +257,7 @@ class FastSearch(Strategy):
         leaders_prev: dict[int, list] = {}
         for _ in range(self.params.max_rounds):
             pts = []
-            leaders = {M: [r.config for r in self.screened(M)[:self.params.top_t]] for M in self.batch_sizes}
+            leaders = {M: self.leaders(M) for M in self.batch_sizes}
             for i, M in enumerate(self.batch_sizes):
                 if leaders[M] == leaders_prev.get(M) and leaders_prev:
                     continue  # converged at this batch size
