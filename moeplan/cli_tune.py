@@ -118,6 +118,14 @@ def tune(
         raise TuneError(f"--point-timeout {point_timeout} must be positive")
     if restart_every < 0:
         raise TuneError(f"--restart-every {restart_every} must be >= 0 (0: never)")
+    # Validate the model, layout and quantization before touching the GPU or the output folder.
+    from moeplan.cli_common import resolution_from_options
+    res = resolution_from_options(model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel,
+                                  device_name or "unnamed", all2all_backend, detect_device=False)
+    from moeplan.kernels.quantize import SCHEMES as TUNABLE
+    if res.scheme not in TUNABLE:
+        raise TuneError(f"--dtype {res.scheme} ({res.model.alias or res.model.name}) is not run by moeplan's kernel yet; "
+                        f"tunable schemes: {', '.join(TUNABLE)}")
     out_dir = _out_dir(out)
 
     import triton
@@ -145,7 +153,6 @@ def tune(
         dev = actual
         threads = compile_threads if compile_threads is not None else max(1, (os.cpu_count() or 2) // len(gpu_list) - 1)
 
-    from moeplan.cli_common import resolution_from_options
     res = resolution_from_options(model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel,
                                   dev, all2all_backend, detect_device=False)
 
