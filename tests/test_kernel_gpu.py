@@ -52,6 +52,43 @@ def test_real_shapes(shape, M):
     print(f"{shape} M={M}: rel err {err:.2e}")
 
 
+# weight-only schemes (16-bit activations, weights dequantized per tile in the kernel):
+# name: (E, N, K, topk, dtype, scheme, make_moe_inputs kwargs, activation)
+WEIGHT_ONLY_SHAPES = {
+    # gpt-oss-20b: MXFP4 experts, clamped interleaved SwiGLU, expert biases (K = N = 2880 = 90 * 32)
+    "gpt-oss-20b-mxfp4": (32, 2880, 2880, 4, "bf16", "mxfp4", {"bias": True}, "swigluoai"),
+    # Mixtral-8x7B TP2 with fp8 weights: per-channel scales, and DeepSeek-style [128, 128] blocks
+    "mixtral-tp2-fp8_w8a16-channel": (8, 7168, 4096, 2, "bf16", "fp8_w8a16", {}, "silu"),
+    "mixtral-tp2-fp8_w8a16-block": (8, 7168, 4096, 2, "bf16", "fp8_w8a16", {"block_shape": [128, 128]}, "silu"),
+}
+WEIGHT_ONLY_CASES = [(s, m) for s in WEIGHT_ONLY_SHAPES for m in (1, 256)]
+
+
+@pytest.mark.parametrize("shape,M", WEIGHT_ONLY_CASES, ids=[f"{s}-M{m}" for s, m in WEIGHT_ONLY_CASES])
+def test_weight_only_real_shapes(shape, M):
+    E, N, K, topk, dtype, scheme, kw, act = WEIGHT_ONLY_SHAPES[shape]
+    inp = make_moe_inputs(M, E, N, K, topk, dtype, scheme, device="cuda", seed=seed_for(shape, M), **kw)
+    err = _check(inp, f"{shape} M={M}", scheme, activation=act)
+    print(f"{shape} M={M}: rel err {err:.2e}")
+
+
+def test_runner_cuda_graph_mxfp4():
+    # the tuner's path for gpt-oss: capture the mxfp4 layer (biases, swigluoai) in a CUDA
+    # graph, write a new routing in place, replay: equal to an eager call, bit for bit
+    r = MoeRunner.from_shape(64, 32, 2880, 2880, 4, scheme="mxfp4", device="cuda", seed=seed_for("mx-graph"),
+                             activation="swigluoai", bias=True)
+    g = r.capture(num_calls=2)
+    gen = torch.Generator(device="cuda").manual_seed(seed_for("mx-graph-routing"))
+    w, ids = r.new_routing(gen)
+    r.set_routing(ids, w)
+    r.out.fill_(float("nan"))
+    g.replay()
+    torch.cuda.synchronize()
+    ref = fused_experts(r.x, r.w1, r.w2, r.topk_weights, r.topk_ids, config=r.config, quant=r.quant,
+                        activation="swigluoai")
+    torch.testing.assert_close(r.out, ref, atol=0, rtol=0)
+
+
 def test_explicit_configs_mixtral():
     # a few explicit configs incl. GROUP_SIZE_M > 1 and 8 warps (not only the defaults)
     inp = make_moe_inputs(512, 8, 7168, 4096, 2, "bf16", device="cuda", seed=seed_for("cfgs"))

@@ -16,6 +16,8 @@ assume (spec: tuning_files.md, "Kernel semantics the configs assume"):
     num_warps warps; masks for partial K and N tiles;
   * optional router-weight multiply and expert bias in the epilogue;
   * block quantization clamps BLOCK_SIZE_K to min(BLOCK_SIZE_K, min(block_shape)).
+Weight-only fp8 (fp8_w8a16) and MXFP4 (gpt-oss) weights are dequantized tile by tile to the
+activation dtype and multiplied with the 16-bit dot (QUANT 4 and 5; see `_e2m1_to_f32`).
 This is the FAITHFUL kernel that `moeplan tune` measures: a straightforward
 implementation of those semantics, so a config that wins here wins on the engine.
 """
@@ -38,6 +40,9 @@ from moeplan.quant import QuantConfig
 
 # Quant kinds of one GEMM (constexpr QUANT of the kernel)
 Q_NONE, Q_W8A8, Q_W8A8_BLOCK, Q_WEIGHT_ONLY = 0, 1, 2, 3
+Q_FP8_W8A16 = 4  # fp8 e4m3 weights, 16-bit activations: per tensor / channel / [bn, bk] block scales
+Q_MXFP4 = 5  # OCP MXFP4 weights (E2M1 two per byte along I, one E8M0 scale per 32), 16-bit activations
+MX_GROUP = 32  # values per E8M0 scale
 
 CHUNK_TOKENS = 32768  # the layer processes at most this many tokens at once (bounds memory)
 
@@ -48,6 +53,31 @@ def _dot(a, b, acc, UPCAST: tl.constexpr):
     if UPCAST:
         return tl.dot(a.to(tl.float32), b.to(tl.float32), acc=acc)
     return tl.dot(a, b, acc=acc)
+
+
+@triton.jit
+def _e2m1_to_f32(q):
+    """FP4 E2M1 codes (ints 0..15: sign bit 3, exponent bits 2-1, mantissa bit 0) -> fp32.
+
+    Magnitudes {0, 0.5, 1, 1.5, 2, 3, 4, 6}, built as fp32 bit patterns: a code with
+    exponent e > 0 is 2^(e-1) * (1 + m/2), i.e. fp32 exponent field e + 126 and top
+    mantissa bit m, which is ((e << 1 | m) + 252) << 22; e = 0 is 0 or 0.5 (0x3F000000).
+    """
+    c = q.to(tl.uint32)
+    mag = c & 7
+    bits = tl.where(mag >= 2, (mag + 252) << 22, (mag & 1) * 0x3F000000)
+    bits = bits | ((c & 8) << 28)
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _e8m0_to_f32(s):
+    """E8M0 scale bytes -> 2^(s - 127) as fp32 (the byte is the fp32 exponent field).
+
+    Exact for s in 1..254; s = 0 (2^-127, below fp32's normal range) gives 0 and the NaN
+    code 255 gives inf: neither occurs in real checkpoints.
+    """
+    return (s.to(tl.uint32) << 23).to(tl.float32, bitcast=True)
 
 
 @triton.jit(do_not_specialize=["EM", "num_valid_tokens"])
@@ -61,7 +91,8 @@ def _moe_gemm_kernel(
     stride_am, stride_ak, stride_be, stride_bk, stride_bn, stride_cm, stride_cn,
     stride_asm, stride_ask, stride_bse, stride_bsk, stride_bsn,
     stride_bze, stride_bzk, stride_bzn, stride_biase, stride_biasn,
-    # quantization group sizes: block quant [group_n, group_k]; weight-only: group_k = G
+    # quantization group sizes: block quant [group_n, group_k]; weight-only: group_k = G;
+    # fp8_w8a16 block scales [group_n, group_k] (0, 0: per tensor / channel); mxfp4: group_k = 32
     group_n: tl.constexpr, group_k: tl.constexpr,
     # the six knobs (num_warps / num_stages are launch options)
     BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr, BLOCK_SIZE_K: tl.constexpr,
@@ -143,6 +174,15 @@ def _moe_gemm_kernel(
                     bz_cols = offs_bn * stride_bzn
         else:
             b_scale = tl.load(bs_base + offs_bn * stride_bsn).to(tl.float32)
+    if QUANT == 4:
+        bs_base = b_scale_ptr + off_expert * stride_bse
+        if group_n > 0:  # block scales (E, cdiv(O, group_n), cdiv(I, group_k))
+            bs_cols = (offs_bn // group_n) * stride_bsn
+        else:  # per channel (E, O, 1), or per tensor (E,) with stride_bsn = 0: epilogue scale
+            b_scale = tl.load(bs_base + offs_bn * stride_bsn).to(tl.float32)
+    if QUANT == 5:
+        bs_base = b_scale_ptr + off_expert * stride_bse
+        bs_cols = offs_bn * stride_bsn
 
     # ---- main loop ---------------------------------------------------------------------
     accumulator = tl.zeros((DOT_M, BLOCK_SIZE_N), dtype=tl.float32)
@@ -170,7 +210,7 @@ def _moe_gemm_kernel(
             else:
                 part = tl.dot(a, b)
             accumulator += part * a_s[:, None] * b_s[None, :]
-        else:
+        elif QUANT == 3:
             if W_BITS == 4:
                 b = (b >> b_shift) & 0xF
             if W_GROUPED:
@@ -203,6 +243,40 @@ def _moe_gemm_kernel(
             else:
                 bf = b.to(compute_type)
             accumulator = _dot(a, bf, accumulator, UPCAST)
+        elif QUANT == 4:
+            if group_n > 0:
+                if group_k % BLOCK_SIZE_K == 0:
+                    # the K tile lies in one scale block: one scale per column
+                    kg = (k * BLOCK_SIZE_K) // group_k
+                    s = tl.load(bs_base + bs_cols[None, :] + kg * stride_bsk).to(tl.float32)
+                else:
+                    kk = k * BLOCK_SIZE_K + offs_k[:, None]
+                    s = tl.load(bs_base + bs_cols[None, :] + (kk // group_k) * stride_bsk, mask=kk < K,
+                                other=0.0).to(tl.float32)
+                bf = b.to(tl.float32) * s
+                if UPCAST:
+                    bf = round_to_bf16_grid(bf)
+                else:
+                    bf = bf.to(compute_type)
+            elif UPCAST:
+                bf = b.to(tl.float32)
+            else:
+                bf = b.to(compute_type)  # exact: every e4m3 value is a bf16 / fp16 value
+            accumulator = _dot(a, bf, accumulator, UPCAST)
+        else:
+            b = (b >> b_shift) & 0xF
+            if group_k % BLOCK_SIZE_K == 0:
+                kg = (k * BLOCK_SIZE_K) // group_k
+                sb = tl.load(bs_base + bs_cols[None, :] + kg * stride_bsk)
+            else:
+                kk = k * BLOCK_SIZE_K + offs_k[:, None]
+                sb = tl.load(bs_base + bs_cols[None, :] + (kk // group_k) * stride_bsk, mask=kk < K, other=0)
+            bf = _e2m1_to_f32(b) * _e8m0_to_f32(sb)  # exact (power-of-two scale)
+            if UPCAST:
+                bf = round_to_bf16_grid(bf)
+            else:
+                bf = bf.to(compute_type)
+            accumulator = _dot(a, bf, accumulator, UPCAST)
         a_ptrs += BLOCK_SIZE_K * stride_ak
         if W_BITS == 4:
             b_ptrs += (BLOCK_SIZE_K // 2) * stride_bk
@@ -221,6 +295,9 @@ def _moe_gemm_kernel(
             accumulator = accumulator * b_scale
     if QUANT == 3:
         if not W_GROUPED:
+            accumulator = accumulator * b_scale[None, :]
+    if QUANT == 4:
+        if group_n == 0:
             accumulator = accumulator * b_scale[None, :]
     if HAS_BIAS:
         bias = tl.load(bias_ptr + off_expert * stride_biase + offs_bn * stride_biasn).to(tl.float32)
@@ -256,6 +333,7 @@ class GemmQuant:
     block_shape: Optional[list[int]] = None
     w_bits: int = 16
     group_size: Optional[int] = None  # weight-only group along I (None: per channel)
+    w_block: Optional[list[int]] = None  # fp8_w8a16 block scales [bn, bk] (None: per tensor / channel)
 
 
 def gemm_quant(quant: Optional[QuantConfig], which: str) -> GemmQuant:
@@ -277,9 +355,20 @@ def gemm_quant(quant: Optional[QuantConfig], which: str) -> GemmQuant:
             raise ValueError(f"{quant.scheme}: {which}_scale is missing")
         return GemmQuant(Q_WEIGHT_ONLY, w_scale=desc.scale, w_zp=desc.zp,
                          w_bits=4 if quant.use_int4_w4a16 else 8, group_size=weight_group_size(quant))
+    if quant.use_fp8_w8a16:
+        if desc.scale is None:
+            raise ValueError(f"fp8_w8a16: {which}_scale is missing")
+        bs = quant.block_shape
+        if bs is not None and (bs[0] <= 0 or bs[1] <= 0):
+            raise ValueError(f"fp8_w8a16 block scales need a block shape [bn, bk] of positive sizes, got {bs}")
+        return GemmQuant(Q_FP8_W8A16, w_scale=desc.scale, w_bits=8, w_block=None if bs is None else list(bs))
+    if quant.use_mxfp4_w4a16:
+        if desc.scale is None:
+            raise ValueError(f"mxfp4: {which}_scale (E8M0 bytes) is missing")
+        return GemmQuant(Q_MXFP4, w_scale=desc.scale, w_bits=4, group_size=MX_GROUP)
     raise NotImplementedError(
         f"scheme {quant.scheme} is not supported by the Triton fused-MoE kernel "
-        "(supported: unquantized, fp8_w8a8, int8_w8a8, int8_w8a16, int4_w4a16)")
+        "(supported: unquantized, fp8_w8a8, int8_w8a8, int8_w8a16, int4_w4a16, fp8_w8a16, mxfp4)")
 
 
 def effective_block_k(config: dict, gq: GemmQuant) -> int:
@@ -290,6 +379,39 @@ def effective_block_k(config: dict, gq: GemmQuant) -> int:
         if gq.block_shape[1] % bk:
             raise ValueError(f"BLOCK_SIZE_K {bk} does not divide the block size {gq.block_shape[1]}")
     return bk
+
+
+def _check_weight_only_scales(B: torch.Tensor, I: int, gq: GemmQuant) -> torch.Tensor:
+    """Check B and its scales for fp8_w8a16 / mxfp4 (shapes only); returns the scale tensor to launch."""
+    E, O = B.shape[0], B.shape[1]
+    s = gq.w_scale
+    if gq.kind == Q_MXFP4:
+        if B.dtype != torch.uint8 or B.shape[2] * 2 != I:
+            raise ValueError(f"mxfp4 weights must be (E, O, I//2) uint8 (two E2M1 values a byte), got "
+                             f"{tuple(B.shape)} {B.dtype} for I = {I}")
+        if I % MX_GROUP:
+            raise ValueError(f"mxfp4 needs the reduction size to be a multiple of {MX_GROUP}, got {I}")
+        if s.dtype != torch.uint8:
+            if str(s.dtype) != "torch.float8_e8m0fnu":
+                raise ValueError(f"mxfp4 scales must be uint8 (or float8_e8m0fnu) E8M0 bytes, got {s.dtype}")
+            s = s.view(torch.uint8)
+        if tuple(s.shape) != (E, O, I // MX_GROUP):
+            raise ValueError(f"mxfp4 scales must be (E, O, I/32) = {(E, O, I // MX_GROUP)}, got {tuple(s.shape)}")
+        return s
+    if B.dtype != torch.float8_e4m3fn:
+        raise ValueError(f"fp8_w8a16 weights must be float8_e4m3fn, got {B.dtype}")
+    if gq.w_block is not None:
+        bn, bk = gq.w_block
+        want = (E, cdiv(O, bn), cdiv(I, bk))
+        if tuple(s.shape) != want:
+            raise ValueError(f"fp8_w8a16 block {gq.w_block} scales must be (E, cdiv(O,bn), cdiv(I,bk)) = {want}, "
+                             f"got {tuple(s.shape)}")
+    elif s.numel() == E and s.dim() == 1:
+        pass  # per tensor (E,)
+    elif tuple(s.shape) not in ((E, O, 1), (E, O)):
+        raise ValueError(f"fp8_w8a16 scales must be per tensor (E,) = ({E},) or per channel (E, O, 1) = "
+                         f"{(E, O, 1)} without a block shape, got {tuple(s.shape)}")
+    return s
 
 
 def invoke_moe_gemm(
@@ -331,10 +453,12 @@ def invoke_moe_gemm(
     stride_asm = a_s.stride(0) if a_per_row else 0
     stride_ask = a_s.stride(1) if (a_s is not None and a_s.dim() == 2) else 0
     w_s, w_zp = gq.w_scale, gq.w_zp
+    if gq.kind in (Q_FP8_W8A16, Q_MXFP4):
+        w_s = _check_weight_only_scales(B, I, gq)
     b_per_col = False
     stride_bse = stride_bsk = stride_bsn = 0
     if w_s is not None:
-        if gq.kind == Q_W8A8 and w_s.numel() == B.shape[0]:
+        if gq.kind in (Q_W8A8, Q_FP8_W8A16) and w_s.numel() == B.shape[0]:
             stride_bse = w_s.stride(0)  # per tensor: (E,)
         else:
             stride_bse = w_s.stride(0)
@@ -346,6 +470,10 @@ def invoke_moe_gemm(
         group_n, group_k = gq.block_shape
     elif gq.kind == Q_WEIGHT_ONLY and gq.group_size is not None:
         group_k = gq.group_size
+    elif gq.kind == Q_FP8_W8A16 and gq.w_block is not None:
+        group_n, group_k = gq.w_block
+    elif gq.kind == Q_MXFP4:
+        group_k = MX_GROUP
     zp_default = 0.0
     if gq.kind == Q_WEIGHT_ONLY:
         if gq.w_bits == 4:
@@ -376,7 +504,7 @@ def invoke_moe_gemm(
         BLOCK_SIZE_M=BM, BLOCK_SIZE_N=BN, BLOCK_SIZE_K=BK, GROUP_SIZE_M=GM,
         MUL_ROUTED_WEIGHT=mul_routed_weight, top_k=top_k, compute_type=tl_dtype(compute),
         QUANT=gq.kind, A_PER_ROW=bool(a_per_row), B_PER_COL=b_per_col, INT_DOT=int_dot,
-        W_BITS=gq.w_bits if gq.kind == Q_WEIGHT_ONLY else 16,
+        W_BITS=gq.w_bits if gq.kind in (Q_WEIGHT_ONLY, Q_MXFP4) else 16,
         W_GROUPED=gq.kind == Q_WEIGHT_ONLY and gq.group_size is not None,
         HAS_ZP=w_zp is not None, ZP_DEFAULT=zp_default,
         HAS_BIAS=bias is not None, EVEN_K=I % BK == 0, UPCAST=upcast_dot(compute),
@@ -414,7 +542,7 @@ class LayerShape:
 def layer_shape(x, w1, w2, topk_ids, quant: Optional[QuantConfig], expert_map) -> LayerShape:
     M, K = x.shape
     E = w1.shape[0]
-    int4 = quant is not None and quant.use_int4_w4a16
+    int4 = quant is not None and (quant.use_int4_w4a16 or quant.use_mxfp4_w4a16)
     N = w2.shape[2] * (2 if int4 else 1)
     if w1.shape[1] != 2 * N:
         raise ValueError(f"w1 {tuple(w1.shape)} does not hold 2N = {2 * N} rows (w2 {tuple(w2.shape)})")
@@ -422,6 +550,9 @@ def layer_shape(x, w1, w2, topk_ids, quant: Optional[QuantConfig], expert_map) -
         raise ValueError(f"hidden size mismatch: x {tuple(x.shape)}, w1 {tuple(w1.shape)}, w2 {tuple(w2.shape)}")
     if topk_ids.shape[0] != M:
         raise ValueError(f"topk_ids has {topk_ids.shape[0]} rows for {M} tokens")
+    if quant is not None and quant.use_mxfp4_w4a16 and (K % MX_GROUP or N % MX_GROUP):
+        raise ValueError(f"mxfp4 needs the hidden size K and the intermediate size N to be multiples of "
+                         f"{MX_GROUP} (one E8M0 scale per 32 values), got K={K}, N={N}")
     E_global = expert_map.numel() if expert_map is not None else E
     return LayerShape(M, E, E_global, N, K, topk_ids.shape[1])
 

@@ -65,12 +65,15 @@ def make_moe_inputs(
     zero_point: bool = False,
     bias: bool = False,
     static_act_scales: bool = False,
+    per_tensor: bool = False,
 ) -> MoeInputs:
     """Inputs for one shape; `scheme` None means unquantized in `dtype`.
 
     Quantized schemes quantize float weights with quantize.quantize_weights (engine
     layouts). `static_act_scales` gives w8a8 schemes fixed per-tensor activation
-    scales (the amax of a sample / qmax) instead of dynamic ones.
+    scales (the amax of a sample / qmax) instead of dynamic ones. `per_tensor` gives
+    fp8_w8a16 per-tensor weight scales (default per channel, or block with block_shape).
+    mxfp4 needs K and N multiples of 32; with `bias` its biases ride in the QuantConfig.
     """
     dt = act_dtype(dtype)
     g = torch.Generator(device=device)
@@ -95,7 +98,7 @@ def make_moe_inputs(
         a2s = torch.tensor([4.0 / qmax], device=device)  # activations after silu stay ~N(0,1)-ish
     w1q, w2q, quant = quantize_weights(w1, w2, scheme, block_shape=block_shape, per_channel=per_channel,
                                        group_size=group_size, zero_point=zero_point, per_token=per_token,
-                                       a1_scale=a1s, a2_scale=a2s, w1_bias=b1, w2_bias=b2)
+                                       a1_scale=a1s, a2_scale=a2s, w1_bias=b1, w2_bias=b2, per_tensor=per_tensor)
     return MoeInputs(x, w1q, w2q, topk_weights, topk_ids, quant)
 
 

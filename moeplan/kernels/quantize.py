@@ -16,8 +16,17 @@ Weight layouts are the engine's, so its checkpoints' tensors plug in unchanged:
   int4_w4a16   (E, O, I//2) uint8,      group: (E, O, cdiv(I,G)), act. dtype         (E, O//2, cdiv(I,G)) uint8,
                two values per byte along I (even index in the low nibble);           two per byte along O
                stored +8 without zero points (uint4b8)                                (even row low nibble)
+  fp8_w8a16    (E, O, I) float8_e4m3fn  per-channel (E, O, 1) (default), per-tensor    -
+                                        (E,), block [bn, bk] (E, cdiv(O,bn), cdiv(I,bk))
+               all float32; activations stay 16-bit (the kernel dequantizes weight tiles)
+  mxfp4        (E, O, I//2) uint8,      E8M0 (E, O, I//32) uint8: 2^(byte - 127)     -
+               OCP MXFP4: FP4 E2M1 codes (sign bit 3, exponent bits 2-1, mantissa bit 0;
+               magnitudes 0, .5, 1, 1.5, 2, 3, 4, 6) two per byte along I (even index in
+               the low nibble), one scale per 32 consecutive I values (gpt-oss layout);
+               I must be a multiple of 32
 
-Dequantization: w = (q - z) * s, z = zero point, or 8 / 128 without zero points.
+Dequantization: w = (q - z) * s, z = zero point, or 8 / 128 without zero points;
+fp8: w = q * s; mxfp4: w = e2m1(code) * 2^(byte - 127).
 Activations left without a given scale are quantized dynamically: per tensor, per
 token (per-token schemes), or per token and group of bk columns (block schemes).
 """
@@ -30,9 +39,17 @@ import torch
 
 from moeplan.kernels._common import FP8_DTYPE, FP8_MAX, INT8_MAX, cdiv
 from moeplan.kernels.activation import SCALE_EPS, act_and_quant
+from moeplan.errors import QuantError
 from moeplan.quant import QuantConfig, quant_for_scheme
 
-SCHEMES = ("bf16", "fp16", "fp32", "fp8_w8a8", "int8_w8a8", "int8_w8a16", "int4_w4a16")
+SCHEMES = ("bf16", "fp16", "fp32", "fp8_w8a8", "int8_w8a8", "int8_w8a16", "int4_w4a16", "fp8_w8a16", "mxfp4")
+
+MX_GROUP = 32  # values per E8M0 scale (OCP MX)
+E2M1_MAX = 6.0
+# E2M1 code -> value (codes 8..15 are the negatives of 0..7); host-side reference only
+E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
+# midpoints between consecutive E2M1 magnitudes (rounding thresholds)
+_E2M1_MIDPOINTS = (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0)
 
 
 # ---- small numeric helpers (shared by weights and the activation reference) ---------------
@@ -128,6 +145,72 @@ def _quant_wna16(w: torch.Tensor, bits: int, group: Optional[int], zero_point: b
     return qv.contiguous(), scale.contiguous(), (None if zp is None else zp.contiguous())
 
 
+# ---- OCP MXFP4 (FP4 E2M1 values, E8M0 scales per 32) -------------------------------------------
+
+def e2m1_encode(v: torch.Tensor) -> torch.Tensor:
+    """float values (already divided by their scale) -> E2M1 codes (uint8 0..15).
+
+    Round to nearest, ties to the even code (even mantissa), saturating at +-6; the sign
+    bit is kept for negative values (a negative value rounding to 0 gives code 8, -0).
+    """
+    a = v.float().abs()
+    mids = torch.tensor(_E2M1_MIDPOINTS, dtype=torch.float32, device=v.device)
+    code = torch.bucketize(a, mids)  # midpoints strictly below |v|: the lower code on a tie
+    tie = (a == mids[code.clamp(max=len(_E2M1_MIDPOINTS) - 1)]) & (code % 2 == 1)
+    code = (code + tie.long()).clamp(max=7)
+    return (code | ((v < 0).long() << 3)).to(torch.uint8)
+
+
+def e2m1_decode(codes: torch.Tensor) -> torch.Tensor:
+    """E2M1 codes (uint8 0..15) -> float32 values (table lookup, host side)."""
+    table = torch.tensor(E2M1_VALUES, dtype=torch.float32, device=codes.device)
+    return table[codes.long() & 0xF]
+
+
+def pack_fp4(codes: torch.Tensor) -> torch.Tensor:
+    """(..., I) uint8 codes -> (..., I//2) bytes, the even index in the low nibble."""
+    if codes.shape[-1] % 2:
+        raise QuantError(f"FP4 packing needs an even number of values, got {codes.shape[-1]}")
+    return (codes[..., 0::2] | (codes[..., 1::2] << 4)).contiguous()
+
+
+def unpack_fp4(packed: torch.Tensor) -> torch.Tensor:
+    """(..., I//2) bytes -> (..., I) uint8 codes (low nibble first)."""
+    return torch.stack([packed & 0xF, packed >> 4], dim=-1).flatten(-2)
+
+
+def e8m0_to_float(s: torch.Tensor) -> torch.Tensor:
+    """E8M0 scale bytes (uint8 or float8_e8m0fnu) -> float32 2^(byte - 127) (255 -> NaN)."""
+    if s.dtype != torch.uint8:
+        s = s.view(torch.uint8)
+    v = torch.exp2(s.float() - 127.0)
+    return torch.where(s == 255, torch.full_like(v, float("nan")), v)
+
+
+def _quant_mxfp4(w: torch.Tensor):
+    """(E, O, I) float -> (q (E, O, I//2) uint8, scale (E, O, I//32) uint8 E8M0).
+
+    Each group of 32 gets the smallest power of two 2^e with amax / 2^e <= 6 (so nothing
+    saturates; OCP's floor(log2(amax)) - 2 may clip up to 25% of the top values), then
+    round to nearest E2M1 (ties to even). All-zero groups get the smallest scale (byte 0).
+    """
+    E, O, I = w.shape
+    if I % MX_GROUP:
+        raise QuantError(f"mxfp4 needs the input size to be a multiple of {MX_GROUP}, got {I}")
+    wg = w.float().view(E, O, I // MX_GROUP, MX_GROUP)
+    amax = wg.abs().amax(dim=3)  # (E, O, I/32)
+    e = torch.ceil(torch.log2(amax / E2M1_MAX))
+    e = torch.where(amax > 0, e, torch.full_like(e, -127.0)).clamp(-127, 127)
+    codes = e2m1_encode(wg / torch.exp2(e)[..., None]).view(E, O, I)
+    return pack_fp4(codes), (e + 127).to(torch.uint8).contiguous()
+
+
+def _dequant_mxfp4(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(E, O, I//2) packed codes + (E, O, I//32) E8M0 -> float32 (E, O, I)."""
+    vals = e2m1_decode(unpack_fp4(q))  # (E, O, I)
+    return vals * e8m0_to_float(scale).repeat_interleave(MX_GROUP, dim=2)
+
+
 def _by_expert(fn, w: torch.Tensor, *args, chunk_bytes: int = 1 << 28):
     """Apply a per-expert quantizer to slices of experts (bounds the fp32 temporaries)."""
     per = max(1, chunk_bytes // max(1, w[0].numel() * 4))
@@ -148,6 +231,7 @@ def quantize_weights(
     a2_scale: Optional[torch.Tensor] = None,
     w1_bias: Optional[torch.Tensor] = None,
     w2_bias: Optional[torch.Tensor] = None,
+    per_tensor: bool = False,
 ):
     """Quantize float weights w1 (E, 2N, K), w2 (E, K, N) for `scheme`.
 
@@ -155,6 +239,8 @@ def quantize_weights(
     quant_config is the unquantized (or biased) config. `group_size` is for
     int8_w8a16/int4_w4a16 (block_shape [0, G] is accepted too); `per_token` picks
     dynamic per-token activation scales for w8a8; a1/a2_scale make them static.
+    fp8_w8a16: block scales with `block_shape`, else per channel, or per tensor
+    with `per_tensor`. mxfp4: K and N must be multiples of 32 (QuantError otherwise).
     """
     s = scheme.lower()
     if s in ("bf16", "fp16", "fp32", "bfloat16", "float16", "float32"):
@@ -181,6 +267,30 @@ def quantize_weights(
         cfg = quant_for_scheme(s, block_shape=None if group_size is None else [0, group_size],
                                w1_scale=s1, w2_scale=s2, w1_zp=z1, w2_zp=z2)
         _attach_bias(cfg, w1_bias, w2_bias)
+        return q1, q2, cfg
+    if s == "fp8_w8a16":
+        if block_shape is not None:
+            block_shape = [int(v) for v in block_shape]
+            if min(block_shape) <= 0:
+                raise QuantError(f"fp8_w8a16 block scales need [bn, bk] of positive sizes, got {block_shape}")
+        elif group_size is not None:
+            raise QuantError("fp8_w8a16 takes a block shape [bn, bk], not a group size")
+        q1, s1 = _by_expert(_quant_w8, w1, FP8_DTYPE, block_shape, not per_tensor)
+        q2, s2 = _by_expert(_quant_w8, w2, FP8_DTYPE, block_shape, not per_tensor)
+        cfg = quant_for_scheme(s, block_shape=block_shape, w1_scale=s1, w2_scale=s2)
+        _attach_bias(cfg, w1_bias, w2_bias)
+        return q1, q2, cfg
+    if s == "mxfp4":
+        if block_shape is not None or group_size not in (None, MX_GROUP):
+            raise QuantError(f"mxfp4 has a fixed group size of {MX_GROUP} (one E8M0 scale per 32 values); "
+                             "it takes no block shape or other group size")
+        K, N = w1.shape[2], w2.shape[2]
+        if K % MX_GROUP or N % MX_GROUP:
+            raise QuantError(f"mxfp4 needs the hidden size K and the intermediate size N to be multiples of "
+                             f"{MX_GROUP}, got K={K}, N={N}")
+        q1, s1 = _by_expert(_quant_mxfp4, w1)
+        q2, s2 = _by_expert(_quant_mxfp4, w2)
+        cfg = quant_for_scheme(s, w1_scale=s1, w2_scale=s2, w1_bias=w1_bias, w2_bias=w2_bias)
         return q1, q2, cfg
     raise ValueError(f"unknown scheme {scheme!r}; valid: {', '.join(SCHEMES)}")
 
@@ -230,7 +340,9 @@ def dequantize_weight(q: torch.Tensor, quant: Optional[QuantConfig], which: str)
             z = torch.full_like(scale, 128.0, dtype=torch.float32)
         sc = scale.float().repeat_interleave(G, dim=2)[:, :, :I]
         return (q.float() - z.repeat_interleave(G, dim=2)[:, :, :I]) * sc
-    if quant.use_fp8_w8a8 or quant.use_int8_w8a8:
+    if quant.use_mxfp4_w4a16:
+        return _dequant_mxfp4(q, scale)
+    if quant.use_fp8_w8a8 or quant.use_int8_w8a8 or quant.use_fp8_w8a16:
         E, O, I = q.shape
         s = scale.float()
         if quant.block_shape is not None:

@@ -18,12 +18,17 @@ TOLERANCES = {
     "int8_w8a8": (2e-2, 6e-2, 5e-2),
     "int8_w8a16": (1.2e-2, 3e-2, 5e-2),
     "int4_w4a16": (1.5e-2, 4e-2, 5e-2),
+    # weight-only fp8 / MXFP4: the reference uses the same dequantized weights in fp32, so
+    # only the 16-bit rounding of the dequantized tile (fp8 block scales) and of the
+    # outputs remains: bf16-level bounds
+    "fp8_w8a16": (1.2e-2, 3e-2, 5e-2),
+    "mxfp4": (1.2e-2, 3e-2, 5e-2),
 }
 
 # Relative-norm bounds at real model shapes on a GPU (elementwise checks are replaced by a
 # max-error sanity bound there: millions of elements make rare fp8 flips certain).
 GPU_REL = {"fp32": 1e-3, "fp16": 3e-3, "bf16": 1e-2, "fp8_w8a8": 3e-2, "int8_w8a8": 2e-2,
-           "int8_w8a16": 1e-2, "int4_w4a16": 1.5e-2}
+           "int8_w8a16": 1e-2, "int4_w4a16": 1.5e-2, "fp8_w8a16": 1e-2, "mxfp4": 1e-2}
 
 BASE_SEED = int(os.environ.get("MOEPLAN_TEST_SEED", "0"))
 
