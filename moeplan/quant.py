@@ -330,7 +330,9 @@ class QuantConfig:
         w = self._w1
         if w.dtype is None:
             return None, None
-        if w.dtype in (FP8, INT8) and self._a1.dtype is not None:  # w8a8
+        two_d_blocks = self.is_block_quantized and all(self.block_shape)
+        if w.dtype in (FP8, INT8) and (self._a1.dtype is not None or (w.dtype == FP8 and two_d_blocks)):
+            # w8a8, and fp8 weight-only with [bn, bk] blocks: one scale per weight block
             if self.is_block_quantized:
                 bn, bk = self.block_shape
                 return (E, cdiv(2 * N, bn), cdiv(K, bk)), (E, cdiv(K, bn), cdiv(N, bk))
@@ -349,7 +351,8 @@ class QuantConfig:
             return 32
         if self._w1.dtype == NVFP4:
             return 16
-        if self._a1.dtype is None and self.block_shape is not None and self.block_shape[1] > 0:
+        if self._a1.dtype is None and self.block_shape is not None and self.block_shape[1] > 0 \
+                and not (self._w1.dtype == FP8 and all(self.block_shape)):  # fp8 blocks are 2-D, not K groups
             return self.block_shape[1]
         return None
 

@@ -65,6 +65,11 @@ def test_weight_only_group(builder, name, flag):
 def test_fp8_w8a16():
     c = q.fp8_w8a16_moe_quant_config(None, None)
     assert c.use_fp8_w8a16 and not c.use_fp8_w8a8 and c.config_name("bfloat16") == "fp8_w8a16"
+    assert c.weight_scale_shapes(8, 7168, 4096) == ((8, 14336, 1), (8, 4096, 1))  # per channel
+    b = q.fp8_w8a16_moe_quant_config(None, None, block_shape=[128, 128])
+    # 2-D weight blocks like fp8_w8a8: (E, cdiv(2N, bn), cdiv(K, bk)) and (E, cdiv(K, bn), cdiv(N, bk))
+    assert b.weight_scale_shapes(8, 7168, 4096) == ((8, 112, 32), (8, 32, 56))
+    assert b.weight_group_size is None and b.config_name("bfloat16") == "fp8_w8a16"
 
 
 def test_mxfp4_and_ocp_mx():

@@ -191,7 +191,7 @@ def test_resume_after_kill_gives_the_same_table(app, model, tmp_path):
     (["--strategy", "slow"], "--strategy 'slow' is unknown; valid: fast, exhaustive"),
     (["--routing", "zipf:abc"], "zipf exponent must be a number"),
     (["--routing", "nope.pt"], "neither uniform, zipf:S nor an existing file"),
-    (["--dtype", "mxfp4"], "--dtype mxfp4"),  # a scheme the kernel does not run yet
+    (["--dtype", "nvfp4"], "--dtype nvfp4"),  # a scheme the kernel does not run yet
     (["--tp", "0"], "--tp 0"),  # layout errors come before any GPU or worker work
 ])
 def test_bad_inputs_exit_2_with_one_line(app, model, tmp_path, extra, needle):
