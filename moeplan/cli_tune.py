@@ -122,10 +122,10 @@ def tune(
     from moeplan.cli_common import resolution_from_options
     res = resolution_from_options(model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel,
                                   device_name or "unnamed", all2all_backend, detect_device=False)
-    from moeplan.kernels.quantize import SCHEMES as TUNABLE
-    if res.scheme not in TUNABLE:
-        raise TuneError(f"--dtype {res.scheme} ({res.model.alias or res.model.name}) is not run by moeplan's kernel yet; "
-                        f"tunable schemes: {', '.join(TUNABLE)}")
+    from moeplan.kernels.quantize import TUNABLE_SCHEMES
+    if res.scheme not in TUNABLE_SCHEMES:
+        raise TuneError(f"--dtype {res.scheme} ({res.model.alias or res.model.name}) cannot be tuned with moeplan's kernel "
+                        f"yet; tunable schemes: {', '.join(TUNABLE_SCHEMES)}")
     out_dir = _out_dir(out)
 
     import triton
