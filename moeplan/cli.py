@@ -21,6 +21,8 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import echo
     from click import exceptions as cx
 
+from moeplan.cli_common import (All2AllOpt, BlockOpt, DpOpt, DtypeOpt, EpOpt, ModelArg, PerChannelOpt, PerTokenOpt,
+                                 PlacementOpt, TpOpt, error_line, one_line_errors)
 from moeplan.errors import MoeplanError
 
 
@@ -49,8 +51,7 @@ class _OneLineErrors(TyperGroup):
 
 
 def _fail(message: str, code: int = 2):
-    line = " ".join(message.split())  # one line, whatever the message held
-    echo(f"moeplan: error: {line}", err=True)
+    echo(error_line(message), err=True)
     sys.exit(code)
 
 
@@ -62,25 +63,19 @@ app = typer.Typer(
     help="Plan and autotune fused-MoE inference: per-device layouts, quant configs and tuning tables.",
 )
 
-DTYPE_HELP = "auto (the checkpoint's quantization, else bf16) | bf16 | fp16 | fp32 | fp8_w8a8 | fp8_w8a16 | int8_w8a8 | int8_w8a16 | int4_w4a16 | mxfp4 | nvfp4"
-BLOCK_HELP = ("Quantization block as BN,BK (e.g. 128,128); weight-only int4/int8 take 0,G for group size G. "
-              "A zero entry keeps the block selector out of the file name. With --dtype equal to the "
-              "checkpoint's scheme, the checkpoint's block shape is the default.")
-
-
 @app.command()
+@one_line_errors
 def resolve(
-    model: str = typer.Argument(..., help="Preset alias or HF repo id (see `moeplan models`), or a path to a config.json or a folder holding one."),
-    tp: int = typer.Option(1, "--tp", help="Tensor-parallel size."),
-    dp: int = typer.Option(1, "--dp", help="Data-parallel size."),
-    ep: bool = typer.Option(False, "--ep/--no-ep", help="Expert parallelism over the tp*dp devices."),
-    placement: str = typer.Option("linear", "--placement", help="Expert placement under EP: linear | round_robin."),
-    all2all_backend: str = typer.Option("allgather_reducescatter", "--all2all-backend",
-                                        help="All-to-all backend used when dp > 1 with EP (naive, allgather_reducescatter, pplx, deepep_high_throughput, deepep_low_latency, flashinfer_all2allv)."),
-    dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
-    block_shape: Optional[str] = typer.Option(None, "--block-shape", help=BLOCK_HELP),
-    per_token: bool = typer.Option(False, "--per-token", help="Per-token activation scales (fp8_w8a8, int8_w8a8)."),
-    per_channel: bool = typer.Option(False, "--per-channel", help="Per-output-channel weight scales (fp8_w8a8, int8_w8a8)."),
+    model: ModelArg,
+    tp: TpOpt = 1,
+    dp: DpOpt = 1,
+    ep: EpOpt = False,
+    placement: PlacementOpt = "linear",
+    all2all_backend: All2AllOpt = "allgather_reducescatter",
+    dtype: DtypeOpt = "auto",
+    block_shape: BlockOpt = None,
+    per_token: PerTokenOpt = False,
+    per_channel: PerChannelOpt = False,
     device_name: Optional[str] = typer.Option(None, "--device-name", help="GPU name, e.g. 'NVIDIA H100 80GB HBM3' (default: the local GPU's, read with nvidia-smi; unknown without a GPU)."),
     tuned_dir: List[str] = typer.Option([], "--tuned-dir", help="Folder of tuning tables to look in (repeatable; $VLLM_TUNED_CONFIG_FOLDER is tried first, as the engine does). Default: moeplan's tuned/."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Show the table entry (or default config) a batch of M tokens would use."),
@@ -103,6 +98,7 @@ def resolve(
 
 
 @app.command()
+@one_line_errors
 def models(as_json: bool = typer.Option(False, "--json", help="Print the presets as a JSON list.")):
     """List the model presets (usable as MODEL by resolve and tune)."""
     from moeplan.models import preset_rows

@@ -7,28 +7,18 @@ commands behave the same on any typer app.
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from moeplan.errors import MoeplanError, TuneError
+from moeplan.cli_common import (All2AllOpt, BlockOpt, DpOpt, DtypeOpt, EpOpt, ModelArg, PerChannelOpt, PerTokenOpt,
+                                 PlacementOpt, TpOpt, one_line_errors)
+from moeplan.errors import TuneError
 
 ENGINE_BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 1536, 2048, 3072, 4096)
 MAX_BATCH = 1 << 20
-
-
-def _one_line_errors(fn):
-    @functools.wraps(fn)
-    def wrapper(*a, **kw):
-        try:
-            return fn(*a, **kw)
-        except MoeplanError as e:
-            typer.echo("moeplan: error: " + " ".join(str(e).split()), err=True)
-            raise typer.Exit(e.exit_code)
-    return wrapper
 
 
 def parse_batch_sizes(text: Optional[str]) -> list[int]:
@@ -75,18 +65,18 @@ def _out_dir(path: str) -> Path:
     return p
 
 
-@_one_line_errors
+@one_line_errors
 def tune(
-    model: str = typer.Argument(..., help="Preset alias (see `moeplan models`), or a path to a config.json or a folder holding one."),
-    tp: int = typer.Option(1, "--tp", help="Tensor-parallel size."),
-    dp: int = typer.Option(1, "--dp", help="Data-parallel size."),
-    ep: bool = typer.Option(False, "--ep/--no-ep", help="Expert parallelism over the tp*dp devices."),
-    placement: str = typer.Option("linear", "--placement", help="Expert placement under EP: linear | round_robin."),
-    all2all_backend: str = typer.Option("allgather_reducescatter", "--all2all-backend", help="All-to-all backend (as for resolve)."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto | bf16 | fp16 | fp32 | fp8_w8a8 | fp8_w8a16 | int8_w8a8 | int8_w8a16 | int4_w4a16 | mxfp4 | nvfp4"),
-    block_shape: Optional[str] = typer.Option(None, "--block-shape", help="Quantization block BN,BK (e.g. 128,128); 0,G for a weight-only group size."),
-    per_token: bool = typer.Option(False, "--per-token", help="Per-token activation scales."),
-    per_channel: bool = typer.Option(False, "--per-channel", help="Per-output-channel weight scales."),
+    model: ModelArg,
+    tp: TpOpt = 1,
+    dp: DpOpt = 1,
+    ep: EpOpt = False,
+    placement: PlacementOpt = "linear",
+    all2all_backend: All2AllOpt = "allgather_reducescatter",
+    dtype: DtypeOpt = "auto",
+    block_shape: BlockOpt = None,
+    per_token: PerTokenOpt = False,
+    per_channel: PerChannelOpt = False,
     device_name: Optional[str] = typer.Option(None, "--device-name", help="GPU name for the file name (default: the GPU's own; must match it)."),
     batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="Comma-separated batch sizes (default: the engine's 18, 1..4096)."),
     search_space: Optional[str] = typer.Option(None, "--search-space", help="JSON list of configs (default: the engine's 1,920-config space, pruned)."),
@@ -237,7 +227,7 @@ def _run_jobs(jobs, quiet: bool) -> int:
     return code
 
 
-@_one_line_errors
+@one_line_errors
 def show(path: str = typer.Argument(..., help="A tuning-table JSON file.")):
     """Print a tuning table as a rich table."""
     from rich.console import Console
@@ -270,7 +260,7 @@ def show(path: str = typer.Argument(..., help="A tuning-table JSON file.")):
     con.print(t)
 
 
-@_one_line_errors
+@one_line_errors
 def verify(
     folder: str = typer.Argument(..., help="A folder of tuning tables (*.json)."),
     strict: bool = typer.Option(False, "--strict", help="Also require moeplan's exact byte format."),
