@@ -94,6 +94,12 @@ def tune(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ):
     """Autotune the fused-MoE kernel for every distinct tuning table the layout needs."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "triton") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise TuneError(f"moeplan tune needs {' and '.join(missing)} (not installed); "
+                        "install the kernel extra: pip install -e '.[kernels]'")
     from moeplan.tune.space import engine_space, load_search_space
     from moeplan.tune.search import STRATEGIES
     from moeplan.tune.routing import parse_routing

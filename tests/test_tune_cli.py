@@ -242,3 +242,13 @@ def test_show_and_verify_errors(app, tmp_path):
     assert r.exit_code == 1 and "BLOCK_SIZE_M=24 is not a power of two" in r.output
     r = invoke(app, ["verify", str(tmp_path / "nope")])
     assert r.exit_code == 2
+
+
+def test_tune_without_torch_is_one_line(app, model, tmp_path, monkeypatch):
+    # a planning-only install (no torch/triton): tune says what to install instead of a traceback
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    cfg, _ = model
+    r = invoke(app, ["tune", str(cfg), "--interpret", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "needs torch" in r.stderr and len(r.stderr.strip().splitlines()) == 1
