@@ -184,7 +184,7 @@ def print_resolution(data: dict) -> None:
     console_.print(qt)
     console_.print("[bold]tuning tables[/bold]")
     for t in data["tables"]:
-        devs = ",".join(map(str, t["devices"]))
+        devs = _compact_ids(t["devices"])
         console_.print(f"{tag[t['tuning_file']]} {t['tuning_file']}  (devices {devs})", soft_wrap=True)
         if t["found"]:
             console_.print(f"   [green]found[/green]: {t['found']}", soft_wrap=True)
