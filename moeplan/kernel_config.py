@@ -37,23 +37,30 @@ class KernelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "KernelConfig":
-        missing = [k for k in KNOBS if k not in d]
-        if missing:
-            raise TableError(f"config {d!r} lacks {', '.join(missing)}; needs all of {', '.join(KNOBS)}")
-        extra = [k for k in d if k not in KNOBS]
-        if extra:
-            raise TableError(f"config {d!r} has unknown key(s) {', '.join(map(str, extra))}; valid: {', '.join(KNOBS)}")
-        vals = {}
-        for k in KNOBS:
-            v = d[k]
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise TableError(f"config value {k}={v!r} is not a positive integer")
-            vals[k] = v
-        return cls(**vals)
+        problems = knob_problems(d)
+        if problems:
+            raise TableError(f"config {d!r}: {'; '.join(problems)}")
+        return cls(**{k: d[k] for k in KNOBS})
 
     def short(self) -> str:
         return (f"M{self.BLOCK_SIZE_M}/N{self.BLOCK_SIZE_N}/K{self.BLOCK_SIZE_K}"
                 f"/G{self.GROUP_SIZE_M}/w{self.num_warps}/s{self.num_stages}")
+
+
+def knob_problems(d: dict) -> list[str]:
+    """Every reason `d` is not one entry of six positive-integer knobs (empty: it is one)."""
+    problems = []
+    missing = [k for k in KNOBS if k not in d]
+    if missing:
+        problems.append(f"lacks {', '.join(missing)} (needs all of {', '.join(KNOBS)})")
+    extra = [str(k) for k in d if k not in KNOBS]
+    if extra:
+        problems.append(f"has unknown key(s) {', '.join(extra)} (valid: {', '.join(KNOBS)})")
+    for k in KNOBS:
+        v = d.get(k)
+        if k in d and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            problems.append(f"{k}={v!r} is not a positive integer")
+    return problems
 
 
 def default_config(

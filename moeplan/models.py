@@ -479,19 +479,15 @@ class _Fields:
         return int(v)
 
     def nonneg(self, key: str, default: int, *, per_layer: bool = False) -> int:
-        v = self.first(key) if per_layer else self.d.get(key)
-        if v is None:
-            return default
-        if not _is_int(v) or v < 0:
-            raise _fail(f"'{self.source}': {self._name(key)}={v!r} must be a non-negative integer")
-        return int(v)
+        return self.int_any(key, default, per_layer=per_layer, minimum=0)
 
-    def int_any(self, key: str, default: int, *, per_layer: bool = False) -> int:
+    def int_any(self, key: str, default: int, *, per_layer: bool = False, minimum: Optional[int] = None) -> int:
         v = self.first(key) if per_layer else self.d.get(key)
         if v is None:
             return default
-        if not _is_int(v):
-            raise _fail(f"'{self.source}': {self._name(key)}={v!r} must be an integer")
+        if not _is_int(v) or (minimum is not None and v < minimum):
+            need = "an integer" if minimum is None else "a non-negative integer"
+            raise _fail(f"'{self.source}': {self._name(key)}={v!r} must be {need}")
         return int(v)
 
 

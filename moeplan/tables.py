@@ -180,7 +180,7 @@ def verify_table_text(name: str, text: str, strict_format: bool = False) -> list
     if "triton_version" in obj and not isinstance(version, str):
         problems.append(f"triton_version {version!r} is not a string")
     batch_keys: list[int] = []
-    from moeplan.kernel_config import KNOBS
+    from moeplan.kernel_config import KNOBS, knob_problems
     for key, cfg in obj.items():
         if key == "triton_version":
             continue
@@ -195,27 +195,17 @@ def verify_table_text(name: str, text: str, strict_format: bool = False) -> list
         if not isinstance(cfg, dict):
             problems.append(f"entry {key!r} is not an object of the six kernel knobs")
             continue
-        missing = [k for k in KNOBS if k not in cfg]
-        extra = [k for k in cfg if k not in KNOBS]
-        if missing:
-            problems.append(f"entry {key!r} lacks {', '.join(missing)}")
-        if extra:
-            problems.append(f"entry {key!r} has unknown key(s) {', '.join(extra)}")
+        knob_issues = knob_problems(cfg)
+        problems.extend(f"entry {key!r} {p}" for p in knob_issues)
         for k in KNOBS:
-            if k not in cfg:
-                continue
-            v = cfg[k]
-            if isinstance(v, bool) or not isinstance(v, int):
-                problems.append(f"entry {key!r}: {k}={v!r} is not an integer")
-            elif k.startswith("BLOCK_SIZE") and not _pow2(v):
+            v = cfg.get(k)
+            if k not in cfg or isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                continue  # reported above
+            if k.startswith("BLOCK_SIZE") and not _pow2(v):
                 problems.append(f"entry {key!r}: {k}={v} is not a power of two")
-            elif k == "GROUP_SIZE_M" and v < 1:
-                problems.append(f"entry {key!r}: GROUP_SIZE_M={v} is not >= 1")
             elif k == "num_warps" and v not in VALID_WARPS:
                 problems.append(f"entry {key!r}: num_warps={v} is not one of {', '.join(map(str, VALID_WARPS))}")
-            elif k == "num_stages" and v < 1:
-                problems.append(f"entry {key!r}: num_stages={v} is not >= 1")
-        if not missing and not extra and list(cfg) != list(KNOBS):
+        if set(cfg) == set(KNOBS) and list(cfg) != list(KNOBS):
             problems.append(f"entry {key!r}: knobs are not in the order {', '.join(KNOBS)}")
     if not batch_keys:
         problems.append("no batch-size entries")

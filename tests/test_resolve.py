@@ -97,14 +97,18 @@ def test_gpt_oss_auto_is_mxfp4():
     assert d["quant"]["w1"]["scale_shape"] == [32, 5760, 90]  # groups of 32 along K=2880
 
 
-def test_unknown_device():
+def test_unknown_device(monkeypatch):
     d = run_json("resolve", "mixtral-8x7b", "--device-name", "NVIDIA H100 80GB HBM3")
     assert d["layout"]["device_name"] == "NVIDIA_H100_80GB_HBM3"
-    r = run("resolve", "mixtral-8x7b", "--json")  # no GPU on CI: the device part is unknown
-    if json.loads(r.stdout)["layout"]["device_name"] is None:
-        d = json.loads(r.stdout)
-        assert d["devices"][0]["tuning_file"] == "E=8,N=14336,device_name=<unknown>.json"
-        assert d["devices"][0]["tuning_file_found"] is None
+    # no GPU (nvidia-smi finds none): the device part of the name is unknown and nothing is looked up
+    monkeypatch.setattr("moeplan.cli_common.local_device_name", lambda: None)
+    d = run_json("resolve", "mixtral-8x7b")
+    assert d["layout"]["device_name"] is None
+    assert d["devices"][0]["tuning_file"] == "E=8,N=14336,device_name=<unknown>.json"
+    assert d["devices"][0]["tuning_file_found"] is None and d["tables"][0]["tried"] == []
+    # with a GPU present its name is used
+    monkeypatch.setattr("moeplan.cli_common.local_device_name", lambda: "NVIDIA H200")
+    assert run_json("resolve", "mixtral-8x7b")["devices"][0]["tuning_file"] == "E=8,N=14336,device_name=NVIDIA_H200.json"
 
 
 def _table(path, entries):

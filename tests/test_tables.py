@@ -58,7 +58,7 @@ def test_verify_accepts_engine_files(tmp_path):
 @pytest.mark.parametrize("mutate, needle", [
     (lambda o: o["1"].update(BLOCK_SIZE_N=48), "BLOCK_SIZE_N=48 is not a power of two"),
     (lambda o: o["1"].update(num_warps=3), "num_warps=3 is not one of"),
-    (lambda o: o["1"].update(num_stages=0), "num_stages=0 is not >= 1"),
+    (lambda o: o["1"].update(num_stages=0), "num_stages=0 is not a positive integer"),
     (lambda o: o["1"].pop("GROUP_SIZE_M"), "lacks GROUP_SIZE_M"),
     (lambda o: o["1"].update(extra=1), "unknown key(s) extra"),
     (lambda o: o.update({"x": {}}), "'x' is not a positive integer batch size"),
