@@ -41,6 +41,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 MS = (1, 8, 64, 256, 1024, 4096)
+VARIANTS = ("faithful", "fast")
 ENGINE_CSV = os.path.join(os.path.dirname(HERE), "..", "shared", "reference", "engine_kernel_h100.csv")
 # the engine's figures travel with the repo (benchmarks/engine_kernel_h100.csv, a copy of
 # shared/reference/engine_kernel_h100.csv) because the GPU machine only gets the checkout
@@ -220,11 +221,12 @@ def _compile_task(args):
     for M, cfgs in cfgs_by_m:
         inp = fake_inputs(spec, M)
         for c in cfgs:
-            try:
-                MoeRunner.from_inputs(inp, c).run()
-                done += 1
-            except Exception:  # noqa: BLE001 - resource errors etc. are reported by the timer
-                failed += 1
+            for variant in VARIANTS:
+                try:
+                    MoeRunner.from_inputs(inp, c, variant=variant).run()
+                    done += 1
+                except Exception:  # noqa: BLE001 - resource errors etc. are reported by the timer
+                    failed += 1
         torch.cuda.synchronize()
         del inp
     torch.cuda.empty_cache()
@@ -397,7 +399,9 @@ def main():
     fields = ["gpu", "shape", "M", "floor_us", "gemms_us", "layer_us", "default_gemms_us", "default_layer_us",
               "best_config", "n_configs", "gemms_over_floor", "layer_over_floor", "default_gemms_over_floor",
               "engine_shipped_us", "engine_default_us", "ours_over_engine_shipped",
-              "default_over_engine_default", "align_us", "act_us", "experts_hit", "bytes_MB", "gflop"]
+              "default_over_engine_default", "align_us", "act_us", "experts_hit", "bytes_MB", "gflop",
+              "fast_gemms_us", "fast_layer_us", "fast_best_config", "fast_plan", "fast_gemms_over_floor",
+              "fast_layer_over_floor", "fast_over_engine_shipped", "fast_over_faithful_layer"]
     rows = []
     f_csv = open(csv_path, "w", newline="")
     wr = csv.DictWriter(f_csv, fieldnames=fields)
@@ -481,6 +485,7 @@ def bench_point(spec, M, full, wpe, peak, bw, timer, engine, gpu, args, t_start,
         return timer.median_us(g.replay, before, reps=args.reps)
     l_us = layer_us(best_c)
     dl_us = layer_us(cands[0]) if dflt else float("nan")
+    fast = fast_variant(spec, M, base, cands, routings, timer, args, log)
     align_us, act_us = stage_us(base.with_config(best_c), routings, timer, args.reps)
     eng = engine.get((spec.name, M), {})
     e_ship = float(eng.get("engine_gemms_shipped_table_us", "nan") or "nan")
@@ -498,10 +503,73 @@ def bench_point(spec, M, full, wpe, peak, bw, timer, engine, gpu, args, t_start,
         "align_us": round(align_us, 1), "act_us": round(act_us, 1),
         "experts_hit": round(hit, 1), "bytes_MB": round(nbytes / 1e6, 1), "gflop": round(flops / 1e9, 2),
     }
+    if fast is not None:
+        fg, fl, fc, fp = fast
+        row.update({
+            "fast_gemms_us": round(fg, 1), "fast_layer_us": round(fl, 1), "fast_best_config": short(fc),
+            "fast_plan": f"split{fp.split1}/{fp.split2}{'/sum' if fp.fuse_sum else ''}",
+            "fast_gemms_over_floor": round(fg / floor_us, 3), "fast_layer_over_floor": round(fl / floor_us, 3),
+            "fast_over_engine_shipped": round(fg / e_ship, 3) if e_ship == e_ship else "",
+            "fast_over_faithful_layer": round(fl / l_us, 3),
+        })
     log(f"{spec.name[:28]:28s} M={M:5d} floor {floor_us:8.1f} gemms {best_us:8.1f} "
         f"({best_us / floor_us:4.2f}x, engine {e_ship:8.1f}) layer {l_us:8.1f} default {d_us:8.1f} "
         f"align {align_us:5.1f} act {act_us:6.1f} best {short(best_c)} [{len(results)} cfgs]")
+    if fast is not None:
+        log(f"{'':28s}   fast: gemms {fast[0]:8.1f} ({fast[0] / floor_us:4.2f}x) layer {fast[1]:8.1f} "
+            f"({fast[1] / floor_us:4.2f}x) best {short(fast[2])} {fast[3]}")
     return row
+
+
+def fast_variant(spec, M, base, cands, routings, timer, args, log):
+    """The fast variant at this point: the same sweep (GEMM stage = memset + both GEMMs),
+    then the layer at its best config; at small M, the layer with other split-K / fused-sum
+    choices too (logged, to check the heuristic). Returns (gemms, layer, config, FastPlan)."""
+    from moeplan.kernels.fused_moe import FastPlan
+    n = len(routings)
+
+    def timed(r, gemms_only):
+        g_prep = _capture_prep(r) if gemms_only else None
+        g = r.capture(num_calls=1, gemms_only=gemms_only)
+
+        def before(i):
+            w, ids = routings[i % n]
+            r.set_routing(ids, w)
+            if g_prep is not None:
+                g_prep.replay()
+        return timer.median_us(g.replay, before, reps=args.reps)
+
+    results = []
+    for c in cands:
+        try:
+            results.append((timed(base.with_config(c, variant="fast"), True), c))
+        except Exception as e:  # noqa: BLE001
+            log(f"  fast skip {short(c)}: {type(e).__name__}: {str(e)[:120]}")
+    if not results:
+        return None
+    results.sort(key=lambda t: t[0])
+    g_us, c = results[0]
+    r = base.with_config(c, variant="fast")
+    l_us = timed(r, False)
+    plan = r.plan.fast
+    if M <= 64:
+        options = [FastPlan(s1, s2, fuse) for s1 in (1, 2, 4, 8, 16)
+                   for s2, fuse in ((1, False), (1, True), (2, True), (4, True), (8, True))]
+    else:
+        options = [FastPlan(1, 1, False), FastPlan(1, 1, True)]
+    alts = []
+    for fp in options:
+        if fp == plan:
+            continue
+        try:
+            alts.append((timed(base.with_config(c, variant="fast", fast=fp), False), fp))
+        except Exception as e:  # noqa: BLE001
+            log(f"  fast alt {fp}: {type(e).__name__}: {str(e)[:100]}")
+    alts.sort(key=lambda t: t[0])
+    log(f"  fast alternatives at {short(c)} (heuristic {plan.split1}/{plan.split2}{'s' if plan.fuse_sum else ''}: "
+        f"{l_us:.1f} us): "
+        + ", ".join(f"{fp.split1}/{fp.split2}{'s' if fp.fuse_sum else ''} {us:.1f}" for us, fp in alts[:6]))
+    return g_us, l_us, c, plan
 
 
 def diagnose(timer: "Timer", log) -> None:
@@ -539,7 +607,31 @@ def diagnose(timer: "Timer", log) -> None:
                     f"down {g2:.0f} us ({fl2 / g2 / 1e6:.0f} TFLOP/s)")
             except Exception as e:  # noqa: BLE001
                 log(f"diag {short(c)} {label}: {type(e).__name__} {str(e)[:100]}")
-    del full, a, h
+    # the same config three ways: each GEMM alone (above), both GEMMs in one graph (as the
+    # sweep times them), and 100 back-to-back replays (does a sustained load slow down?)
+    c = cfg(128, 256, 64, 16, 8, 4)
+    r = MoeRunner(full.x, full.w1, full.w2, full.topk_weights, full.topk_ids, c, None)
+    g_both = r.capture(num_calls=1, gemms_only=True)
+    graphs = {}
+    for name, fn in (("gemm1", lambda: r.plan.run_gemm1(r.w1)), ("gemm2", lambda: r.plan.run_gemm2(r.w2, r.topk_weights))):
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+        graphs[name] = g
+    t_both = timer.median_us(g_both.replay, reps=20)
+    t_1 = timer.median_us(graphs["gemm1"].replay, reps=20)
+    t_2 = timer.median_us(graphs["gemm2"].replay, reps=20)
+    log(f"diag {short(c)} graphs: both {t_both:.0f} us, gemm1 {t_1:.0f} + gemm2 {t_2:.0f} = {t_1 + t_2:.0f} us")
+    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(100)]
+    for st, en in ev:  # no flush, no gap: a sustained load
+        st.record()
+        g_both.replay()
+        en.record()
+    torch.cuda.synchronize()
+    ts = [1000 * st.elapsed_time(en) for st, en in ev]
+    log(f"diag sustained 100 replays of both GEMMs: first 10 median {statistics.median(ts[:10]):.0f} us, "
+        f"last 10 median {statistics.median(ts[-10:]):.0f} us, min {min(ts):.0f}, max {max(ts):.0f}")
+    del full, a, h, r, g_both, graphs
     torch.cuda.empty_cache()
 
 
@@ -623,7 +715,7 @@ def _capture_prep(r):
 
 
 def write_summary(out_dir, rows, gpu, bw, peaks, elapsed, args) -> str:
-    g = lambda k: gmean([float(r[k]) for r in rows if r[k] not in ("", None)])  # noqa: E731
+    g = lambda k: gmean([float(r[k]) for r in rows if r.get(k) not in ("", None)])  # noqa: E731
     lines = [
         f"# Fused-MoE kernel benchmark ({gpu})",
         "",
@@ -641,6 +733,10 @@ def write_summary(out_dir, rows, gpu, bw, peaks, elapsed, args) -> str:
         f"| both GEMMs / floor (default config) | {g('default_gemms_over_floor'):.3f} |",
         f"| ours (best) / engine with shipped table | {g('ours_over_engine_shipped'):.3f} |",
         f"| ours (default) / engine default heuristic | {g('default_over_engine_default'):.3f} |",
+        f"| fast variant: both GEMMs / floor (best of sweep) | {g('fast_gemms_over_floor'):.3f} |",
+        f"| fast variant: layer / floor | {g('fast_layer_over_floor'):.3f} |",
+        f"| fast variant / engine with shipped table | {g('fast_over_engine_shipped'):.3f} |",
+        f"| fast layer / faithful layer | {g('fast_over_faithful_layer'):.3f} |",
         "",
         "Columns of the CSV: floor_us, gemms_us (best config of the sweep), layer_us (whole layer, same",
         "config), default_* (the engine's default heuristic), align_us / act_us (those stages alone),",

@@ -40,7 +40,7 @@ def _check(inp, what, key, **kw):
     M, K = inp.x.shape
     out = poisoned((M, K), inp.x.dtype, "cuda")
     fused_experts(*inp[:5], quant=inp.quant, out=out, **kw)
-    ref = fused_experts_ref(*inp[:5], quant=inp.quant, **{k: v for k, v in kw.items() if k != "config"})
+    ref = fused_experts_ref(*inp[:5], quant=inp.quant, **{k: v for k, v in kw.items() if k not in ("config", "variant")})
     return check_rel(out, ref, key, what)
 
 
@@ -143,3 +143,33 @@ def test_runner_cuda_graph_replay_fresh_routing(gemms_only):
         torch.cuda.synchronize()
         ref = fused_experts(r.x, r.w1, r.w2, r.topk_weights, r.topk_ids, config=r.config)
         torch.testing.assert_close(r.out, ref, atol=0, rtol=0)
+
+
+# the fast variant (split-K at small M, top-k sum fused into GEMM2 by fp32 atomics) at real
+# shapes: M = 1 and 8 split K on every shape here, M = 4096 takes the unsplit path
+FAST_CASES = [(s, m) for s in ("mixtral-tp2-bf16", "qwen3-30b-a3b-bf16", "dsv3-tp4-fp8-block",
+                               "mixtral-tp2-fp8-tensor", "qwen3-int4-g128-zp") for m in (1, 8, 4096)]
+
+
+@pytest.mark.parametrize("shape,M", FAST_CASES, ids=[f"{s}-M{m}" for s, m in FAST_CASES])
+def test_fast_variant_real_shapes(shape, M):
+    E, N, K, topk, dtype, scheme, kw = SHAPES[shape]
+    inp = make_moe_inputs(M, E, N, K, topk, dtype, scheme, device="cuda", seed=seed_for("fast", shape, M), **kw)
+    err = _check(inp, f"fast {shape} M={M}", tol_key(dtype, scheme), variant="fast")
+    print(f"fast {shape} M={M}: rel err {err:.2e}")
+
+
+def test_fast_variant_graph_replay():
+    # the fast layer captured in a CUDA graph: its memset re-zeroes the atomic outputs, so
+    # two replays with a new routing between them equal an eager call
+    r = MoeRunner.from_shape(8, 256, 512, 7168, 8, scheme="fp8_w8a8", block_shape=[128, 128], device="cuda",
+                             seed=seed_for("fast-graph"))
+    fast = MoeRunner(r.x, r.w1, r.w2, r.topk_weights, r.topk_ids, None, r.quant, variant="fast")
+    assert fast.plan.fast.split1 > 1 and fast.plan.fast.fuse_sum
+    g = fast.capture(num_calls=2)
+    w, ids = fast.new_routing(torch.Generator(device="cuda").manual_seed(5))
+    fast.set_routing(ids, w)
+    g.replay()
+    torch.cuda.synchronize()
+    ref = fused_experts_ref(fast.x, fast.w1, fast.w2, w, ids, quant=fast.quant)
+    check_rel(fast.out, ref, "fp8_w8a8", "fast graph replay")

@@ -80,13 +80,14 @@ def _e8m0_to_f32(s):
     return (s.to(tl.uint32) << 23).to(tl.float32, bitcast=True)
 
 
-@triton.jit(do_not_specialize=["EM", "num_valid_tokens"])
+@triton.jit(do_not_specialize=["EM", "num_valid_tokens", "split_k"])
 def _moe_gemm_kernel(
     # pointers
     a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, b_zp_ptr, bias_ptr, topk_weights_ptr,
     sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
-    # sizes: N = output columns O, K = reduction size I, EM = padded rows P, T
-    N, K, EM, num_valid_tokens,
+    # sizes: N = output columns O, K = reduction size I, EM = padded rows P, T; split_k
+    # programs share each tile's K range (fast variant; 1 in the faithful kernel)
+    N, K, EM, num_valid_tokens, split_k,
     # strides
     stride_am, stride_ak, stride_be, stride_bk, stride_bn, stride_cm, stride_cn,
     stride_asm, stride_ask, stride_bse, stride_bsk, stride_bsn,
@@ -102,6 +103,10 @@ def _moe_gemm_kernel(
     QUANT: tl.constexpr, A_PER_ROW: tl.constexpr, B_PER_COL: tl.constexpr, INT_DOT: tl.constexpr,
     W_BITS: tl.constexpr, W_GROUPED: tl.constexpr, HAS_ZP: tl.constexpr, ZP_DEFAULT: tl.constexpr,
     HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr, UPCAST: tl.constexpr, DOT_M: tl.constexpr,
+    # fast variant only (the faithful kernel is SPLIT = ATOMIC = False, OUT_DIV = 1): SPLIT
+    # reads the K range of split tl.program_id(1) of split_k; ATOMIC adds the fp32 tile into
+    # a zeroed fp32 C; OUT_DIV maps the pair row t to output row t // OUT_DIV (top-k sum)
+    SPLIT: tl.constexpr = False, ATOMIC: tl.constexpr = False, OUT_DIV: tl.constexpr = 1,
 ):
     # ---- grouped program order -------------------------------------------------------
     pid = tl.program_id(0)
@@ -131,6 +136,9 @@ def _moe_gemm_kernel(
     offs_token = offs_token.to(tl.int64)
 
     off_expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
+    if ATOMIC:
+        if off_expert == -1:
+            return  # C starts zeroed: nothing to add
     if off_expert == -1:
         # expert owned by another EP rank: its rows get zeros
         offs_cn = pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
@@ -185,8 +193,21 @@ def _moe_gemm_kernel(
         bs_cols = offs_bn * stride_bsn
 
     # ---- main loop ---------------------------------------------------------------------
+    k_lo = 0
+    k_hi = tl.cdiv(K, BLOCK_SIZE_K)
+    if SPLIT:
+        k_per = tl.cdiv(k_hi, split_k)
+        k_lo = tl.program_id(1) * k_per
+        k_hi = tl.minimum(k_lo + k_per, k_hi)
+        if k_lo >= k_hi:
+            return
+        a_ptrs += k_lo * BLOCK_SIZE_K * stride_ak
+        if W_BITS == 4:
+            b_ptrs += k_lo * (BLOCK_SIZE_K // 2) * stride_bk
+        else:
+            b_ptrs += k_lo * BLOCK_SIZE_K * stride_bk
     accumulator = tl.zeros((DOT_M, BLOCK_SIZE_N), dtype=tl.float32)
-    for k in range(0, tl.cdiv(K, BLOCK_SIZE_K)):
+    for k in range(k_lo, k_hi):
         if EVEN_K:
             a = tl.load(a_ptrs)
             b = tl.load(b_ptrs)
@@ -301,18 +322,24 @@ def _moe_gemm_kernel(
             accumulator = accumulator * b_scale[None, :]
     if HAS_BIAS:
         bias = tl.load(bias_ptr + off_expert * stride_biase + offs_bn * stride_biasn).to(tl.float32)
+        if SPLIT:
+            bias = tl.where(tl.program_id(1) == 0, bias, 0.0)  # added by one split only
         accumulator = accumulator + bias[None, :]
     if MUL_ROUTED_WEIGHT:
         w = tl.load(topk_weights_ptr + offs_token, mask=token_mask, other=0.0)
         accumulator = accumulator * w[:, None]
-    if UPCAST:
-        accumulator = round_to_bf16_grid(accumulator)
     # output pointers only now: a (BM, BN) int64 pointer tile kept live across the K loop
     # would cost registers the accumulator needs
     offs_cn = pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
-    c_ptrs = c_ptr + offs_token[:, None] * stride_cm + offs_cn[None, :] * stride_cn
     c_mask = token_mask[:, None] & (offs_cn[None, :] < N)
-    tl.store(c_ptrs, accumulator.to(compute_type), mask=c_mask)
+    if ATOMIC:
+        c_ptrs = c_ptr + (offs_token // OUT_DIV)[:, None] * stride_cm + offs_cn[None, :] * stride_cn
+        tl.atomic_add(c_ptrs, accumulator, mask=c_mask, sem="relaxed")
+    else:
+        if UPCAST:
+            accumulator = round_to_bf16_grid(accumulator)
+        c_ptrs = c_ptr + offs_token[:, None] * stride_cm + offs_cn[None, :] * stride_cn
+        tl.store(c_ptrs, accumulator.to(compute_type), mask=c_mask)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,14 +456,25 @@ def invoke_moe_gemm(
     top_k: int,
     config: dict,
     num_valid_tokens: int,
+    split_k: int = 1,
+    atomic: bool = False,
+    out_div: int = 1,
+    compute_dtype: Optional[torch.dtype] = None,
 ) -> None:
     """One grouped GEMM: C[t] = A[t // top_k] @ B[expert(t)].T (+ bias) (* weight[t]).
 
     A (rows, I) activations (quantized for w8a8), B (E, O, I) weights (I//2 packed int4),
     C (T, O) output in the compute dtype; sorted_token_ids / expert_ids /
     num_tokens_post_padded from align with BLOCK_SIZE_M = config["BLOCK_SIZE_M"].
+    Fast variant: with `atomic`, C is a zeroed float32 tensor the tiles are added into, at
+    row t // out_div (out_div = topk sums the pairs of a token: C is then (M, O)), and
+    `split_k` programs share each tile's K range; `compute_dtype` is the 16-bit dtype.
     """
     assert sorted_token_ids.stride(0) == 1 and C.stride(1) == 1
+    if split_k > 1 or out_div > 1:
+        assert atomic, "split-K and the fused top-k sum add into C atomically"
+    if atomic:
+        assert C.dtype == torch.float32
     O = B.shape[1]
     I = A.shape[1]
     BM = int(config["BLOCK_SIZE_M"])
@@ -444,7 +482,7 @@ def invoke_moe_gemm(
     BK = effective_block_k(config, gq)
     GM = int(config["GROUP_SIZE_M"])
     EM = sorted_token_ids.shape[0]
-    compute = C.dtype
+    compute = compute_dtype if compute_dtype is not None else C.dtype
     if topk_weights is not None:
         assert topk_weights.is_contiguous()
     a_s = A_scale
@@ -481,7 +519,7 @@ def invoke_moe_gemm(
         elif B.dtype == torch.uint8:
             zp_default = 128.0
     int_dot = gq.kind in (Q_W8A8, Q_W8A8_BLOCK) and B.dtype == torch.int8
-    grid = (cdiv(EM, BM) * cdiv(O, BN),)
+    grid = (cdiv(EM, BM) * cdiv(O, BN), split_k) if split_k > 1 else (cdiv(EM, BM) * cdiv(O, BN),)
     dummy = C
     _moe_gemm_kernel[grid](
         A, B, C,
@@ -491,7 +529,7 @@ def invoke_moe_gemm(
         bias if bias is not None else dummy,
         topk_weights if topk_weights is not None else dummy,
         sorted_token_ids, expert_ids, num_tokens_post_padded,
-        O, I, EM, num_valid_tokens,
+        O, I, EM, num_valid_tokens, split_k,
         A.stride(0), A.stride(1), B.stride(0), B.stride(2), B.stride(1), C.stride(0), C.stride(1),
         stride_asm, stride_ask,
         stride_bse, stride_bsk, stride_bsn,
@@ -510,6 +548,7 @@ def invoke_moe_gemm(
         HAS_BIAS=bias is not None, EVEN_K=I % BK == 0, UPCAST=upcast_dot(compute),
         DOT_M=max(BM, 16),
         num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]),
+        **({"SPLIT": split_k > 1, "ATOMIC": True, "OUT_DIV": out_div} if atomic else {}),
     )
 
 
@@ -557,16 +596,80 @@ def layer_shape(x, w1, w2, topk_ids, quant: Optional[QuantConfig], expert_map) -
     return LayerShape(M, E, E_global, N, K, topk_ids.shape[1])
 
 
+VARIANTS = ("faithful", "fast")
+# fast variant heuristics (not knobs: derived from the shape, the config and the card)
+FAST_PROGRAMS_PER_SM = 2  # split K while a GEMM has fewer programs than this many per SM
+FAST_MIN_K_STEPS = 4  # each split keeps at least this many BLOCK_SIZE_K steps (pipelining)
+FAST_SUM_BYTES = 32 << 20  # fuse the top-k sum while the fp32 (M, K) output is no larger
+INTERPRETER_SMS = 2  # SM count assumed under the CPU interpreter (so tests exercise splits)
+
+
+@dataclass(frozen=True)
+class FastPlan:
+    """What the fast variant does differently for one layer call.
+
+    split1 / split2: programs sharing each tile's K range in GEMM1 / GEMM2 (fp32 atomics);
+    fuse_sum: GEMM2 adds its router-weighted tiles straight into an fp32 (M, K) output
+    (no (T, K) intermediate, no separate top-k sum). split2 > 1 needs fuse_sum.
+    """
+
+    split1: int = 1
+    split2: int = 1
+    fuse_sum: bool = False
+
+    def __post_init__(self):
+        if self.split1 < 1 or self.split2 < 1:
+            raise ValueError(f"split-K factors must be >= 1, got {self.split1}, {self.split2}")
+        if self.split2 > 1 and not self.fuse_sum:
+            raise ValueError("split2 > 1 needs fuse_sum (the splits meet in the fp32 output)")
+
+
+def _split_k(programs: int, k_steps: int, sms: int) -> int:
+    if programs >= FAST_PROGRAMS_PER_SM * sms:
+        return 1
+    want = cdiv(FAST_PROGRAMS_PER_SM * sms, max(1, programs))
+    return max(1, min(want, k_steps // FAST_MIN_K_STEPS))
+
+
+def fast_plan(shape: LayerShape, config: dict, q1: "GemmQuant", q2: "GemmQuant", sms: int) -> FastPlan:
+    """The fast variant's choices: split K where a GEMM has too few programs to fill the
+    card (decode), fuse the top-k sum where the fp32 output stays small.
+
+    Live M tiles are estimated as min(E, T) + T // BLOCK_SIZE_M (each expert hit starts a
+    tile; the grid's other tiles exit at once).
+    """
+    s = shape
+    T = s.M * s.topk
+    BM, BN = int(config["BLOCK_SIZE_M"]), int(config["BLOCK_SIZE_N"])
+    m_tiles = min(s.E, T) + T // BM
+    split1 = _split_k(m_tiles * cdiv(2 * s.N, BN), cdiv(s.K, effective_block_k(config, q1)), sms)
+    split2 = _split_k(m_tiles * cdiv(s.K, BN), cdiv(s.N, effective_block_k(config, q2)), sms)
+    fuse = split2 > 1 or s.M * s.K * 4 <= FAST_SUM_BYTES
+    return FastPlan(split1, split2, fuse)
+
+
+def _sm_count(device) -> int:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return INTERPRETER_SMS
+
+
 class LayerPlan:
     """Static buffers and launch parameters of the layer for one (M, shape, config, quant).
 
     Everything a call needs is allocated here, so `run` allocates nothing except the
     amax temporaries of dynamic per-tensor activation scales, and is CUDA-graph capturable.
+
+    variant "faithful" (what `moeplan tune` measures) runs the engine's structure; "fast"
+    may split K and fuse the top-k sum (see FastPlan; `fast` overrides its heuristics).
     """
 
     def __init__(self, shape: LayerShape, dtype: torch.dtype, device, config: dict,
                  quant: Optional[QuantConfig], activation: str = "silu",
-                 w1_bias=None, w2_bias=None):
+                 w1_bias=None, w2_bias=None, variant: str = "faithful", fast: Optional[FastPlan] = None):
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown kernel variant {variant!r}; valid: {', '.join(VARIANTS)}")
         self.shape, self.dtype, self.config, self.quant, self.activation = shape, dtype, config, quant, activation
         s = shape
         T = s.M * s.topk
@@ -578,8 +681,24 @@ class LayerPlan:
         BM = int(config["BLOCK_SIZE_M"])
         self.align = AlignBuffers.allocate(T, s.E_global, BM, device)
         f = dict(device=device)
-        self.c1 = torch.empty((T, 2 * s.N), dtype=dtype, **f)  # (T, 2N) gate_up output
-        self.c2 = torch.empty((T, s.K), dtype=dtype, **f)  # (T, K) down output, router-weighted
+        if variant == "fast" and fast is None:
+            fast = fast_plan(s, config, self.q1, self.q2, _sm_count(device))
+        self.fast = fast if variant == "fast" else None
+        fp = self.fast or FastPlan()
+        # one fp32 workspace (zeroed by one memset per call) holds the atomic outputs
+        n1 = T * 2 * s.N if fp.split1 > 1 else 0
+        n2 = s.M * s.K if fp.fuse_sum else 0
+        self.work = torch.empty((n1 + n2,), dtype=torch.float32, **f) if n1 + n2 else None
+        if n1:
+            self.c1 = self.work[:n1].view(T, 2 * s.N)  # (T, 2N) float32, split-K partial sums
+        else:
+            self.c1 = torch.empty((T, 2 * s.N), dtype=dtype, **f)  # (T, 2N) gate_up output
+        if n2:
+            self.out32 = self.work[n1:].view(s.M, s.K)  # (M, K) float32, top-k sum by atomics
+            self.c2 = None
+        else:
+            self.out32 = None
+            self.c2 = torch.empty((T, s.K), dtype=dtype, **f)  # (T, K) down output, router-weighted
         q = self.q1
         self.a1q = self.a1s = None
         if q.act_dtype is not None:
@@ -624,8 +743,12 @@ class LayerPlan:
     def run_gemm1(self, w1):
         a, a_s = self._a1
         sorted_ids, expert_ids, ntpp = self.align.outputs()
+        if self.work is not None:
+            self.work.zero_()  # the fast variant's atomic outputs (GEMM1 partials, top-k sum)
+        split = self.fast.split1 if self.fast is not None else 1
         invoke_moe_gemm(a, w1, self.c1, a_s, self.q1, self.w1_bias, None, sorted_ids, expert_ids, ntpp,
-                        False, self.shape.topk, self.config, self.T)
+                        False, self.shape.topk, self.config, self.T,
+                        split_k=split, atomic=split > 1, compute_dtype=self.dtype)
 
     def run_activation(self):
         q = self.q2
@@ -644,11 +767,19 @@ class LayerPlan:
     def run_gemm2(self, w2, topk_weights):
         a, a_s = self._a2
         sorted_ids, expert_ids, ntpp = self.align.outputs()
+        if self.out32 is not None:
+            invoke_moe_gemm(a, w2, self.out32, a_s, self.q2, self.w2_bias, topk_weights, sorted_ids, expert_ids,
+                            ntpp, True, 1, self.config, self.T, split_k=self.fast.split2, atomic=True,
+                            out_div=self.shape.topk, compute_dtype=self.dtype)
+            return
         invoke_moe_gemm(a, w2, self.c2, a_s, self.q2, self.w2_bias, topk_weights, sorted_ids, expert_ids,
                         ntpp, True, 1, self.config, self.T)
 
     def run_sum(self, out):
         s = self.shape
+        if self.out32 is not None:
+            out.copy_(self.out32)  # the sum happened in GEMM2: only the cast is left
+            return
         torch.sum(self.c2.view(s.M, s.topk, s.K), dim=1, out=out)
 
     def run(self, x, w1, w2, topk_weights, topk_ids, expert_map, out):
@@ -676,6 +807,7 @@ def fused_experts(
     w2_bias: Optional[torch.Tensor] = None,
     out: Optional[torch.Tensor] = None,
     chunk_tokens: int = CHUNK_TOKENS,
+    variant: str = "faithful",
 ) -> torch.Tensor:
     """The fused-MoE layer: out[m] = sum_j w[m, j] * down_e(act(gate_up_e(x[m]))), e = ids[m, j].
 
@@ -685,7 +817,12 @@ def fused_experts(
     knobs (None: the engine's default heuristic); quant a moeplan.quant.QuantConfig with
     its tensors (None: unquantized); biases (E, 2N) / (E, K). Returns (M, K) in x.dtype.
     Tokens are processed in chunks of `chunk_tokens` to bound memory.
+    variant "faithful" (default) is the kernel `moeplan tune` measures; "fast" may split K
+    at small M and sum the top-k slots inside GEMM2 (fp32 atomics: the result's rounding
+    and summation order differ, and so may the config that wins; see FastPlan).
     """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown kernel variant {variant!r}; valid: {', '.join(VARIANTS)}")
     if x.dim() != 2:
         raise ValueError(f"x must be (M, K), got {tuple(x.shape)}")
     shape = layer_shape(x, w1, w2, topk_ids, quant, expert_map)
@@ -704,7 +841,7 @@ def fused_experts(
         m = min(chunk, M - start)
         if m not in plans:
             sub = LayerShape(m, shape.E, shape.E_global, shape.N, shape.K, shape.topk)
-            plans[m] = LayerPlan(sub, x.dtype, x.device, cfg, quant, activation, w1_bias, w2_bias)
+            plans[m] = LayerPlan(sub, x.dtype, x.device, cfg, quant, activation, w1_bias, w2_bias, variant)
         plans[m].run(x[start:start + m], w1, w2, topk_weights[start:start + m], topk_ids[start:start + m],
                      expert_map, out[start:start + m])
     return out

@@ -34,7 +34,8 @@ class MoeRunner:
     def __init__(self, x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
                  topk_ids: torch.Tensor, config=None, quant: Optional[QuantConfig] = None,
                  activation: str = "silu", expert_map: Optional[torch.Tensor] = None,
-                 w1_bias=None, w2_bias=None, _share: bool = False):
+                 w1_bias=None, w2_bias=None, _share: bool = False, variant: str = "faithful",
+                 fast=None):
         shape = layer_shape(x, w1, w2, topk_ids, quant, expert_map)
         self.shape = shape
         self.w1, self.w2, self.quant, self.activation = w1, w2, quant, activation
@@ -47,7 +48,9 @@ class MoeRunner:
             self.topk_weights = topk_weights.to(torch.float32).contiguous().clone()  # (M, topk) float32
             self.topk_ids = topk_ids.to(torch.int32).contiguous().clone()  # (M, topk) int32
         self.config = _config_dict(config, shape.M, shape.E, shape.N, shape.K, shape.topk, quant, x.dtype)
-        self.plan = LayerPlan(shape, x.dtype, x.device, self.config, quant, activation, w1_bias, w2_bias)
+        self.variant, self.fast = variant, fast
+        self.plan = LayerPlan(shape, x.dtype, x.device, self.config, quant, activation, w1_bias, w2_bias,
+                              variant, fast)
         self.out = torch.empty((shape.M, shape.K), dtype=x.dtype, device=x.device)  # (M, K)
 
     # ---- construction helpers ------------------------------------------------------------
@@ -63,10 +66,11 @@ class MoeRunner:
         inputs = make_moe_inputs(M, E, N, K, topk, dtype, scheme, block_shape, device, seed, **input_kw)
         return cls.from_inputs(inputs, config, activation=activation)
 
-    def with_config(self, config) -> "MoeRunner":
-        """A runner for another config sharing weights and static inputs (x, routing)."""
+    def with_config(self, config, variant: Optional[str] = None, fast=None) -> "MoeRunner":
+        """A runner for another config (and kernel variant) sharing weights and static inputs."""
         return MoeRunner(self.x, self.w1, self.w2, self.topk_weights, self.topk_ids, config, self.quant,
-                         self.activation, self.expert_map, self.w1_bias, self.w2_bias, _share=True)
+                         self.activation, self.expert_map, self.w1_bias, self.w2_bias, _share=True,
+                         variant=variant or self.variant, fast=fast)
 
     # ---- running ------------------------------------------------------------------------------
     def set_routing(self, topk_ids: torch.Tensor, topk_weights: Optional[torch.Tensor] = None) -> None:

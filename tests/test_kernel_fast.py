@@ -1,0 +1,133 @@
+"""The fast variant of the layer (split-K, top-k sum fused into GEMM2) against the float32
+reference, under the Triton CPU interpreter on small odd shapes (or on a GPU if present).
+
+The fast variant adds fp32 partial tiles atomically, so its summation order differs from
+the faithful kernel's; it must still match the reference within each scheme's tolerance.
+Outputs are poisoned with NaN before each run.
+"""
+
+import os
+
+import pytest
+import torch
+
+_CUDA = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
+if not _CUDA:
+    os.environ["TRITON_INTERPRET"] = "1"
+
+from moeplan.kernels import fused_experts, fused_experts_ref, make_moe_inputs  # noqa: E402
+from moeplan.kernels.fused_moe import (  # noqa: E402
+    FastPlan, LayerShape, fast_plan, gemm_quant,
+)
+from moeplan.kernels.runner import MoeRunner  # noqa: E402
+from moeplan.kernels.testing import check_close, config, poisoned, seed_for, tol_key  # noqa: E402
+
+DEVICE = "cuda" if _CUDA else "cpu"
+
+# (id, dtype, scheme, make_moe_inputs kwargs); block shapes scaled down ([32, 32] for [128, 128])
+SCHEMES = [
+    ("bf16", "bf16", None, {}),
+    ("fp16", "fp16", None, {}),
+    ("fp8-tensor", "bf16", "fp8_w8a8", {}),
+    ("fp8-token-channel", "bf16", "fp8_w8a8", {"per_token": True, "per_channel": True}),
+    ("fp8-block", "bf16", "fp8_w8a8", {"block_shape": [32, 32]}),
+    ("int8-token-channel", "bf16", "int8_w8a8", {"per_token": True, "per_channel": True}),
+    ("w8a16-group-zp", "fp16", "int8_w8a16", {"group_size": 16, "zero_point": True}),
+    ("w4a16-group", "bf16", "int4_w4a16", {"group_size": 32}),
+]
+
+# K = 136 is not a multiple of BLOCK_SIZE_K = 32 (a partial last K step lands in the last
+# split); 2N = 80 is not a multiple of BLOCK_SIZE_N = 32.
+SHAPE = (5, 6, 40, 136, 2)  # M, E, N, K, topk
+
+
+def _layer(inp, cfg, fast, activation="silu", expert_map=None, biases=(None, None)):
+    """Run the fast layer with an explicit FastPlan through MoeRunner; returns (M, K)."""
+    r = MoeRunner(*inp[:5], config=cfg, quant=inp.quant, activation=activation, expert_map=expert_map,
+                  w1_bias=biases[0], w2_bias=biases[1], variant="fast", fast=fast)
+    r.out.copy_(poisoned(r.out.shape, r.out.dtype, DEVICE))
+    return r.run()
+
+
+def _ref(inp, activation="silu", expert_map=None, biases=(None, None)):
+    return fused_experts_ref(*inp[:5], quant=inp.quant, activation=activation, expert_map=expert_map,
+                             w1_bias=biases[0], w2_bias=biases[1])
+
+
+@pytest.mark.parametrize("name,dtype,scheme,kw", SCHEMES, ids=[s[0] for s in SCHEMES])
+@pytest.mark.parametrize("fast", [FastPlan(3, 1, False), FastPlan(1, 1, True), FastPlan(2, 2, True)],
+                         ids=["splitk-gemm1", "fused-sum", "splitk-both"])
+def test_fast_schemes(name, dtype, scheme, kw, fast):
+    M, E, N, K, topk = SHAPE
+    inp = make_moe_inputs(M, E, N, K, topk, dtype, scheme, device=DEVICE, seed=seed_for("fast", name), **kw)
+    out = _layer(inp, config(16, 32, 32), fast)
+    check_close(out, _ref(inp), tol_key(dtype, scheme), f"fast {name} {fast}")
+
+
+def test_fast_more_splits_than_k_steps():
+    # split 8 over 2 K steps (K = 40, BK = 32): the empty splits must add nothing
+    inp = make_moe_inputs(3, 4, 24, 40, 2, "bf16", device=DEVICE, seed=seed_for("fast", "empty-splits"))
+    out = _layer(inp, config(16, 32, 32), FastPlan(8, 8, True))
+    check_close(out, _ref(inp), "bf16", "more splits than K steps")
+
+
+def test_fast_biases_added_once_swigluoai():
+    # biases must be added by one split only; gpt-oss activation on fp32 GEMM1 partials
+    inp = make_moe_inputs(4, 4, 24, 96, 2, "bf16", device=DEVICE, seed=seed_for("fast", "bias"), bias=True)
+    assert inp.quant is not None and inp.quant.w1_bias is not None  # biases travel in the quant config
+    out = _layer(inp, config(16, 16, 32), FastPlan(3, 3, True), activation="swigluoai")
+    check_close(out, _ref(inp, activation="swigluoai"), "bf16", "fast swigluoai + biases")
+
+
+def test_fast_expert_map():
+    # EP: half of the experts belong to another rank (-1): their pairs add nothing, and a
+    # token whose experts are all remote gets exact zeros
+    M, E_g, N, K, topk = 6, 8, 24, 64, 2
+    inp = make_moe_inputs(M, E_g, N, K, topk, "bf16", device=DEVICE, seed=seed_for("fast", "ep"))
+    local = torch.tensor([1, 4, 5, 6])
+    emap = torch.full((E_g,), -1, dtype=torch.int32)
+    emap[local] = torch.arange(4, dtype=torch.int32)
+    ids = inp.topk_ids.clone().cpu()
+    ids[0] = torch.tensor([0, 2])  # token 0: no local expert
+    inp = inp._replace(topk_ids=ids.to(DEVICE))
+    w1, w2 = inp.w1[local.to(DEVICE)], inp.w2[local.to(DEVICE)]
+    out = _layer(inp._replace(w1=w1, w2=w2), config(16, 32, 32), FastPlan(2, 2, True),
+                 expert_map=emap.to(DEVICE))
+    ref = fused_experts_ref(inp.x, w1, w2, inp.topk_weights, inp.topk_ids, expert_map=emap.to(DEVICE))
+    check_close(out, ref, "bf16", "fast EP map")
+    assert torch.all(out[0] == 0)
+
+
+def test_fused_experts_fast_heuristic_and_chunks():
+    # the public entry point with variant="fast": heuristic FastPlan per chunk, 3 chunks
+    inp = make_moe_inputs(11, 5, 40, 72, 2, "bf16", device=DEVICE, seed=seed_for("fast", "public"))
+    out = poisoned((11, 72), torch.bfloat16, DEVICE)
+    fused_experts(*inp[:5], config=config(16, 32, 32), out=out, chunk_tokens=4, variant="fast")
+    check_close(out, _ref(inp), "bf16", "fused_experts(variant='fast')")
+
+
+def test_unknown_variant_is_a_value_error():
+    inp = make_moe_inputs(2, 4, 24, 32, 2, "bf16", device=DEVICE, seed=1)
+    with pytest.raises(ValueError, match="unknown kernel variant 'turbo'; valid: faithful, fast"):
+        fused_experts(*inp[:5], variant="turbo")
+
+
+def test_fast_plan_heuristic():
+    # decode (few programs): K is split; large M: no split, and no fused sum once the fp32
+    # output passes FAST_SUM_BYTES; the faithful GemmQuant of an unquantized layer
+    q = gemm_quant(None, "w1")
+    cfg = config(16, 64, 128)
+    small = fast_plan(LayerShape(1, 256, 256, 128, 7168, 8), cfg, q, q, sms=132)
+    assert small.split1 > 1 and small.fuse_sum
+    assert small.split1 <= 7168 // 128 // 4  # at least 4 K steps per split
+    big = fast_plan(LayerShape(4096, 256, 256, 128, 7168, 8), config(64, 128, 128), q, q, sms=132)
+    assert big == FastPlan(1, 1, False)  # 4096 * 7168 * 4 bytes > 32 MiB
+    mid = fast_plan(LayerShape(256, 8, 8, 7168, 4096, 2), config(64, 128, 64), q, q, sms=132)
+    assert mid.split1 == 1 and mid.fuse_sum
+
+
+def test_fast_plan_validation():
+    with pytest.raises(ValueError, match="split2 > 1 needs fuse_sum"):
+        FastPlan(1, 2, False)
+    with pytest.raises(ValueError, match=">= 1"):
+        FastPlan(0, 1, True)
