@@ -121,7 +121,7 @@ def test_fast_plan_heuristic():
     assert small.split1 > 1 and small.fuse_sum
     assert small.split1 <= 7168 // 128 // 4  # at least 4 K steps per split
     big = fast_plan(LayerShape(4096, 256, 256, 128, 7168, 8), config(64, 128, 128), q, q, sms=132)
-    assert big == FastPlan(1, 1, False)  # 4096 * 7168 * 4 bytes > 32 MiB
+    assert big == FastPlan(1, 1, False)  # 4096 * 7168 * 4 bytes > FAST_SUM_BYTES (16 MiB)
     mid = fast_plan(LayerShape(256, 8, 8, 7168, 4096, 2), config(64, 128, 64), q, q, sms=132)
     assert mid.split1 == 1 and mid.fuse_sum
 

@@ -162,7 +162,7 @@ def test_fast_variant_real_shapes(shape, M):
 def test_fast_variant_graph_replay():
     # the fast layer captured in a CUDA graph: its memset re-zeroes the atomic outputs, so
     # two replays with a new routing between them equal an eager call
-    r = MoeRunner.from_shape(8, 256, 512, 7168, 8, scheme="fp8_w8a8", block_shape=[128, 128], device="cuda",
+    r = MoeRunner.from_shape(1, 256, 512, 7168, 8, scheme="fp8_w8a8", block_shape=[128, 128], device="cuda",
                              seed=seed_for("fast-graph"))
     fast = MoeRunner(r.x, r.w1, r.w2, r.topk_weights, r.topk_ids, None, r.quant, variant="fast")
     assert fast.plan.fast.split1 > 1 and fast.plan.fast.fuse_sum

@@ -202,8 +202,11 @@ LAYER_CASES = [
     # gpt-oss-like: interleaved clamped SwiGLU with biases on both GEMMs, BK=32 = the MX group
     ("mxfp4-swigluoai-bias", "bf16", "mxfp4", {"bias": True}, (7, 6, 64, 96, 2), config(16, 32, 32, gm=2),
      "swigluoai", BF16_TOL),
-    # BK=64 spans two MX groups (per-element scale gather), K=96: a masked partial K tile
+    # BK=64 spans two MX groups (a (2, BN) scale tile broadcast over the rows), K=96: a
+    # masked partial K tile whose second scale group lies past K
     ("mxfp4-fp16-bk64", "fp16", "mxfp4", {}, (7, 6, 64, 96, 2), config(16, 32, 64), "silu", FP16_TOL),
+    # BK=128 spans four MX groups, K=160: the last K tile holds one valid group of four
+    ("mxfp4-bf16-bk128", "bf16", "mxfp4", {}, (5, 4, 64, 160, 2), config(16, 32, 128), "silu", BF16_TOL),
     # BK=16 < the MX group, BLOCK_SIZE_M=8 (padded 16-row dot)
     ("mxfp4-bk16-bm8", "bf16", "mxfp4", {}, (9, 4, 32, 64, 2), config(8, 32, 16), "silu", BF16_TOL),
 ]
