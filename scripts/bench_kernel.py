@@ -545,7 +545,7 @@ def bench_point(spec, M, full, wpe, peak, bw, timer, engine, gpu, args, t_start,
         fg, fl, fc, fp = fast
         row.update({
             "fast_gemms_us": round(fg, 1), "fast_layer_us": round(fl, 1), "fast_best_config": short(fc),
-            "fast_plan": f"split{fp.split1}/{fp.split2}{'/sum' if fp.fuse_sum else ''}",
+            "fast_plan": f"split{fp.split1}/{fp.split2}{'/sum' if fp.fuse_sum else ''}{'/tma' if fp.tma else ''}",
             "fast_gemms_over_floor": round(fg / floor_us, 3), "fast_layer_over_floor": round(fl / floor_us, 3),
             "fast_over_engine_shipped": round(fg / e_ship, 3) if e_ship == e_ship else "",
             "fast_over_faithful_layer": round(fl / l_us, 3),
@@ -590,11 +590,13 @@ def fast_variant(spec, M, base, cands, routings, timer, args, log):
     r = base.with_config(c, variant="fast")
     l_us = timed(r, False)
     plan = r.plan.fast
+    import dataclasses
     if M <= 64:
-        options = [FastPlan(s1, s2, fuse) for s1 in (1, 2, 4, 8, 16)
-                   for s2, fuse in ((1, False), (1, True), (2, True), (4, True), (8, True))]
+        options = [FastPlan(s1, s2, fuse, plan.tma) for s1 in (1, 4, 16)
+                   for s2, fuse in ((1, False), (1, True), (4, True))]
     else:
-        options = [FastPlan(1, 1, False), FastPlan(1, 1, True)]
+        options = [FastPlan(1, 1, False, plan.tma), FastPlan(1, 1, True, plan.tma)]
+    options.append(dataclasses.replace(plan, tma=not plan.tma))  # the descriptor loads' effect
     alts = []
     for fp in options:
         if fp == plan:
@@ -606,7 +608,9 @@ def fast_variant(spec, M, base, cands, routings, timer, args, log):
     alts.sort(key=lambda t: t[0])
     log(f"  fast alternatives at {short(c)} (heuristic {plan.split1}/{plan.split2}{'s' if plan.fuse_sum else ''}: "
         f"{l_us:.1f} us): "
-        + ", ".join(f"{fp.split1}/{fp.split2}{'s' if fp.fuse_sum else ''} {us:.1f}" for us, fp in alts[:6]))
+        + ", ".join(f"{fp.split1}/{fp.split2}{'s' if fp.fuse_sum else ''}{'t' if fp.tma else ''} {us:.1f}"
+                    for us, fp in alts[:6])
+        + "".join(f" | tma {'off' if plan.tma else 'on'}: {us:.1f}" for us, fp in alts if fp.tma != plan.tma))
     return g_us, l_us, c, plan
 
 

@@ -55,8 +55,9 @@ def _ref(inp, activation="silu", expert_map=None, biases=(None, None)):
 
 
 @pytest.mark.parametrize("name,dtype,scheme,kw", SCHEMES, ids=[s[0] for s in SCHEMES])
-@pytest.mark.parametrize("fast", [FastPlan(3, 1, False), FastPlan(1, 1, True), FastPlan(2, 2, True)],
-                         ids=["splitk-gemm1", "fused-sum", "splitk-both"])
+@pytest.mark.parametrize("fast", [FastPlan(3, 1, False), FastPlan(1, 1, True), FastPlan(2, 2, True, tma=True),
+                                  FastPlan(1, 1, False, tma=True)],
+                         ids=["splitk-gemm1", "fused-sum", "splitk-both-tma", "tma-only"])
 def test_fast_schemes(name, dtype, scheme, kw, fast):
     M, E, N, K, topk = SHAPE
     inp = make_moe_inputs(M, E, N, K, topk, dtype, scheme, device=DEVICE, seed=seed_for("fast", name), **kw)
@@ -67,7 +68,7 @@ def test_fast_schemes(name, dtype, scheme, kw, fast):
 def test_fast_more_splits_than_k_steps():
     # split 8 over 2 K steps (K = 40, BK = 32): the empty splits must add nothing
     inp = make_moe_inputs(3, 4, 24, 40, 2, "bf16", device=DEVICE, seed=seed_for("fast", "empty-splits"))
-    out = _layer(inp, config(16, 32, 32), FastPlan(8, 8, True))
+    out = _layer(inp, config(16, 32, 32), FastPlan(8, 8, True, tma=True))
     check_close(out, _ref(inp), "bf16", "more splits than K steps")
 
 
@@ -121,7 +122,7 @@ def test_fast_plan_heuristic():
     assert small.split1 > 1 and small.fuse_sum
     assert small.split1 <= 7168 // 128 // 4  # at least 4 K steps per split
     big = fast_plan(LayerShape(4096, 256, 256, 128, 7168, 8), config(64, 128, 128), q, q, sms=132)
-    assert big == FastPlan(1, 1, False)  # 4096 * 7168 * 4 bytes > FAST_SUM_BYTES (16 MiB)
+    assert big == FastPlan(1, 1, False, tma=True)  # 4096 * 7168 * 4 bytes > FAST_SUM_BYTES (16 MiB)
     mid = fast_plan(LayerShape(256, 8, 8, 7168, 4096, 2), config(64, 128, 64), q, q, sms=132)
     assert mid.split1 == 1 and mid.fuse_sum
 
@@ -131,3 +132,24 @@ def test_fast_plan_validation():
         FastPlan(1, 2, False)
     with pytest.raises(ValueError, match=">= 1"):
         FastPlan(0, 1, True)
+
+
+def test_tma_eligibility():
+    # descriptors only for unpacked 8/16-bit weights with 16-byte rows; packed int4, weight-only
+    # dequantized tiles and odd row lengths keep the pointer loads
+    from moeplan.kernels.fused_moe import Q_WEIGHT_ONLY, GemmQuant, tma_eligible
+    none = GemmQuant()
+    w = torch.empty((4, 64, 136), dtype=torch.bfloat16)  # rows of 272 bytes
+    assert tma_eligible(w, none, 32, 32)
+    assert not tma_eligible(torch.empty((4, 64, 36), dtype=torch.bfloat16), none, 32, 32)  # 72-byte rows
+    assert not tma_eligible(w.transpose(1, 2), none, 32, 32)  # not contiguous
+    assert not tma_eligible(w, GemmQuant(kind=Q_WEIGHT_ONLY), 32, 32)
+    assert not tma_eligible(w, none, 512, 32)  # a box side over 256
+
+
+def test_fast_tma_partial_n_tile_reads_next_expert():
+    # 2N = 80 rows per expert with BLOCK_SIZE_N = 64: the second N tile's descriptor box runs
+    # into the next expert's rows (and past the last expert: zero fill); none of it is stored
+    inp = make_moe_inputs(6, 3, 40, 64, 2, "bf16", device=DEVICE, seed=seed_for("fast", "tma-n"))
+    out = _layer(inp, config(16, 64, 32), FastPlan(1, 1, False, tma=True))
+    check_close(out, _ref(inp), "bf16", "tma partial N tile")

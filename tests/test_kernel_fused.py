@@ -217,3 +217,17 @@ def test_quantize_weights_roundtrip():
     q1, q2, qc = quantize_weights(w1, w2, "fp8_w8a8", block_shape=[32, 32])
     assert qc.w1_scale.shape == (3, 2, 2) and qc.w2_scale.shape == (3, 2, 1)
     assert qc.config_name("bfloat16") == "fp8_w8a8" and qc.block_shape == [32, 32]
+
+
+def test_config_without_launch_options():
+    # a table entry of only the block knobs (older tables / hand-written configs) runs with
+    # Triton's launch defaults; unknown extra keys are ignored, a missing block knob is an error
+    from moeplan.errors import TableError
+    from moeplan.kernels.fused_moe import _config_dict
+    inp = make_moe_inputs(5, 4, 24, 40, 2, "bf16", device=DEVICE, seed=seed_for("partial-config"))
+    part = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 32, "SPLIT_K": 1}
+    assert _config_dict(part, 5, 4, 24, 40, 2, None, torch.bfloat16) == dict(
+        BLOCK_SIZE_M=16, BLOCK_SIZE_N=32, BLOCK_SIZE_K=32, GROUP_SIZE_M=1, num_warps=4, num_stages=3)
+    _run_and_check(inp, part, "block knobs only", key="bf16")
+    with pytest.raises(TableError, match="BLOCK_SIZE_K"):
+        fused_experts(*inp[:5], config={"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 32})

@@ -107,6 +107,10 @@ def _moe_gemm_kernel(
     # reads the K range of split tl.program_id(1) of split_k; ATOMIC adds the fp32 tile into
     # a zeroed fp32 C; OUT_DIV maps the pair row t to output row t // OUT_DIV (top-k sum)
     SPLIT: tl.constexpr = False, ATOMIC: tl.constexpr = False, OUT_DIV: tl.constexpr = 1,
+    # fast variant: B tiles through a TMA tensor descriptor over B viewed as (E * O, I)
+    # (rows past an expert's O read the next expert's rows and are never stored; past I and
+    # past the last expert the copy engine fills zeros)
+    B_DESC: tl.constexpr = False, b_desc=None,
 ):
     # ---- grouped program order -------------------------------------------------------
     pid = tl.program_id(0)
@@ -207,14 +211,19 @@ def _moe_gemm_kernel(
         else:
             b_ptrs += k_lo * BLOCK_SIZE_K * stride_bk
     accumulator = tl.zeros((DOT_M, BLOCK_SIZE_N), dtype=tl.float32)
+    if B_DESC:
+        b_row = (off_expert * N + pid_n * BLOCK_SIZE_N).to(tl.int32)
     for k in range(k_lo, k_hi):
         if EVEN_K:
             a = tl.load(a_ptrs)
+        else:
+            a = tl.load(a_ptrs, mask=offs_k[None, :] < K - k * BLOCK_SIZE_K, other=0.0)
+        if B_DESC:
+            b = b_desc.load([b_row, k * BLOCK_SIZE_K]).T  # (BK, BN) view of a K-major tile
+        elif EVEN_K:
             b = tl.load(b_ptrs)
         else:
-            k_left = K - k * BLOCK_SIZE_K
-            a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
-            b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+            b = tl.load(b_ptrs, mask=offs_k[:, None] < K - k * BLOCK_SIZE_K, other=0.0)
         if QUANT == 0:
             accumulator = _dot(a, b, accumulator, UPCAST)
         elif QUANT == 1:
@@ -407,6 +416,16 @@ def gemm_quant(quant: Optional[QuantConfig], which: str) -> GemmQuant:
         "(supported: unquantized, fp8_w8a8, int8_w8a8, int8_w8a16, int4_w4a16, fp8_w8a16, mxfp4)")
 
 
+def tma_eligible(B: torch.Tensor, gq: GemmQuant, BN: int, BK: int) -> bool:
+    """Can B's tiles come through a TMA descriptor? Unpacked 8/16-bit weights (unquantized,
+    w8a8, block w8a8), contiguous, 16-byte aligned base and rows, box sides of at most 256."""
+    if gq.kind not in (Q_NONE, Q_W8A8, Q_W8A8_BLOCK) or not B.is_contiguous():
+        return False
+    elt = B.element_size()
+    return (B.data_ptr() % 16 == 0 and (B.shape[2] * elt) % 16 == 0 and BK * elt >= 16
+            and BN <= 256 and BK <= 256)
+
+
 def effective_block_k(config: dict, gq: GemmQuant) -> int:
     """BLOCK_SIZE_K as the kernel runs it: clamped to min(block_shape) with block quant."""
     bk = int(config["BLOCK_SIZE_K"])
@@ -469,6 +488,7 @@ def invoke_moe_gemm(
     atomic: bool = False,
     out_div: int = 1,
     compute_dtype: Optional[torch.dtype] = None,
+    tma: bool = False,
 ) -> None:
     """One grouped GEMM: C[t] = A[t // top_k] @ B[expert(t)].T (+ bias) (* weight[t]).
 
@@ -477,7 +497,8 @@ def invoke_moe_gemm(
     num_tokens_post_padded from align with BLOCK_SIZE_M = config["BLOCK_SIZE_M"].
     Fast variant: with `atomic`, C is a zeroed float32 tensor the tiles are added into, at
     row t // out_div (out_div = topk sums the pairs of a token: C is then (M, O)), and
-    `split_k` programs share each tile's K range; `compute_dtype` is the 16-bit dtype.
+    `split_k` programs share each tile's K range; `compute_dtype` is the 16-bit dtype;
+    `tma` loads B tiles through a tensor descriptor where `tma_eligible` allows it.
     """
     assert sorted_token_ids.stride(0) == 1 and C.stride(1) == 1
     if split_k > 1 or out_div > 1:
@@ -529,6 +550,12 @@ def invoke_moe_gemm(
             zp_default = 128.0
     int_dot = gq.kind in (Q_W8A8, Q_W8A8_BLOCK) and B.dtype == torch.int8
     grid = (cdiv(EM, BM) * cdiv(O, BN), split_k) if split_k > 1 else (cdiv(EM, BM) * cdiv(O, BN),)
+    extra = {}
+    if atomic:
+        extra.update(SPLIT=split_k > 1, ATOMIC=True, OUT_DIV=out_div)
+    if tma and tma_eligible(B, gq, BN, BK):
+        from triton.tools.tensor_descriptor import TensorDescriptor
+        extra.update(B_DESC=True, b_desc=TensorDescriptor.from_tensor(B.view(B.shape[0] * O, I), [BN, BK]))
     dummy = C
     _moe_gemm_kernel[grid](
         A, B, C,
@@ -557,7 +584,7 @@ def invoke_moe_gemm(
         HAS_BIAS=bias is not None, EVEN_K=I % BK == 0, UPCAST=upcast_dot(compute),
         DOT_M=max(BM, 16),
         num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]),
-        **({"SPLIT": split_k > 1, "ATOMIC": True, "OUT_DIV": out_div} if atomic else {}),
+        **extra,
     )
 
 
@@ -574,7 +601,11 @@ def _config_dict(config: Union[None, dict, KernelConfig], M: int, E: int, N: int
         return default_config(M, E, N, K, topk, dtype=name, block_shape=block).to_dict()
     if isinstance(config, KernelConfig):
         return config.to_dict()
-    return KernelConfig.from_dict({k: int(config[k]) for k in KNOBS if k in config}).to_dict()
+    # the four block knobs are required; an entry without launch options or grouping runs
+    # as Triton launches by default (4 warps, 3 stages) with no grouping; other keys are ignored
+    d = {"GROUP_SIZE_M": 1, "num_warps": 4, "num_stages": 3}
+    d.update({k: config[k] for k in KNOBS if k in config})
+    return KernelConfig.from_dict({k: int(v) for k, v in d.items()}).to_dict()
 
 
 @dataclass
@@ -625,6 +656,7 @@ class FastPlan:
     split1: int = 1
     split2: int = 1
     fuse_sum: bool = False
+    tma: bool = False  # B tiles through TMA descriptors where `tma_eligible` allows
 
     def __post_init__(self):
         if self.split1 < 1 or self.split2 < 1:
@@ -640,7 +672,8 @@ def _split_k(programs: int, k_steps: int, sms: int) -> int:
     return max(1, min(want, k_steps // FAST_MIN_K_STEPS))
 
 
-def fast_plan(shape: LayerShape, config: dict, q1: "GemmQuant", q2: "GemmQuant", sms: int) -> FastPlan:
+def fast_plan(shape: LayerShape, config: dict, q1: "GemmQuant", q2: "GemmQuant", sms: int,
+              tma: bool = True) -> FastPlan:
     """The fast variant's choices: split K where a GEMM has too few programs to fill the
     card (decode), fuse the top-k sum where the fp32 output stays small.
 
@@ -654,7 +687,15 @@ def fast_plan(shape: LayerShape, config: dict, q1: "GemmQuant", q2: "GemmQuant",
     split1 = _split_k(m_tiles * cdiv(2 * s.N, BN), cdiv(s.K, effective_block_k(config, q1)), sms)
     split2 = _split_k(m_tiles * cdiv(s.K, BN), cdiv(s.N, effective_block_k(config, q2)), sms)
     fuse = split2 > 1 or s.M * s.K * 4 <= FAST_SUM_BYTES
-    return FastPlan(split1, split2, fuse)
+    return FastPlan(split1, split2, fuse, tma=tma)
+
+
+def _has_tma(device) -> bool:
+    """TMA needs a Hopper-or-newer GPU; the CPU interpreter emulates descriptor loads."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0] >= 9
+    return True
 
 
 def _sm_count(device) -> int:
@@ -691,7 +732,7 @@ class LayerPlan:
         self.align = AlignBuffers.allocate(T, s.E_global, BM, device)
         f = dict(device=device)
         if variant == "fast" and fast is None:
-            fast = fast_plan(s, config, self.q1, self.q2, _sm_count(device))
+            fast = fast_plan(s, config, self.q1, self.q2, _sm_count(device), tma=_has_tma(device))
         self.fast = fast if variant == "fast" else None
         fp = self.fast or FastPlan()
         # one fp32 workspace (zeroed by one memset per call) holds the atomic outputs
@@ -757,7 +798,8 @@ class LayerPlan:
         split = self.fast.split1 if self.fast is not None else 1
         invoke_moe_gemm(a, w1, self.c1, a_s, self.q1, self.w1_bias, None, sorted_ids, expert_ids, ntpp,
                         False, self.shape.topk, self.config, self.T,
-                        split_k=split, atomic=split > 1, compute_dtype=self.dtype)
+                        split_k=split, atomic=split > 1, compute_dtype=self.dtype,
+                        tma=self.fast is not None and self.fast.tma)
 
     def run_activation(self):
         q = self.q2
@@ -779,10 +821,10 @@ class LayerPlan:
         if self.out32 is not None:
             invoke_moe_gemm(a, w2, self.out32, a_s, self.q2, self.w2_bias, topk_weights, sorted_ids, expert_ids,
                             ntpp, True, 1, self.config, self.T, split_k=self.fast.split2, atomic=True,
-                            out_div=self.shape.topk, compute_dtype=self.dtype)
+                            out_div=self.shape.topk, compute_dtype=self.dtype, tma=self.fast.tma)
             return
         invoke_moe_gemm(a, w2, self.c2, a_s, self.q2, self.w2_bias, topk_weights, sorted_ids, expert_ids,
-                        ntpp, True, 1, self.config, self.T)
+                        ntpp, True, 1, self.config, self.T, tma=self.fast is not None and self.fast.tma)
 
     def run_sum(self, out):
         s = self.shape
