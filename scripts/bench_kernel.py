@@ -270,15 +270,25 @@ class Timer:
     the matmul peaks included, is then taken in the same, unthrottled state.
     """
 
-    def __init__(self, flush_mb: int = 256, pace: bool = True, budget_s: float = 0.06, max_idle_s: float = 0.4):
+    def __init__(self, flush_mb: int = 256, pace: bool = True, budget_s: float = 0.06, max_idle_s: float = 0.4,
+                 flush: str = "write"):
         import torch
         self.torch = torch
-        self.flush_buf = torch.empty(flush_mb << 20, dtype=torch.uint8, device="cuda")
+        self.flush_buf = torch.zeros(flush_mb << 20, dtype=torch.uint8, device="cuda")
+        self.flush_sum = torch.zeros((), dtype=torch.int64, device="cuda")
         self.pace, self.budget_s, self.max_idle_s = pace, budget_s, max_idle_s
+        self.flush_mode = flush
         self.last_busy_s = 0.0
 
     def flush(self):
-        self.flush_buf.zero_()
+        """Evict the L2 before a timed call. "write" (what the engine's figures used, triton's
+        do_bench) zeroes 256 MB, which leaves the L2 full of dirty lines the timed kernel's
+        reads must first write back; "read" sums 256 MB, leaving clean lines (a cold cache)."""
+        if self.flush_mode == "read":
+            torch = self.torch
+            torch.sum(self.flush_buf.view(torch.int64), dim=0, out=self.flush_sum)
+        else:
+            self.flush_buf.zero_()
 
     def median_us(self, run, before=None, reps: int = 20) -> float:
         """Median of timed calls of run(); before(i) runs untimed first (then L2 flush)."""
@@ -393,6 +403,9 @@ def main():
     ap.add_argument("--diag", action="store_true", help="also compare each GEMM with cuBLAS bmm (Mixtral, M=4096)")
     ap.add_argument("--align", action="store_true", help="also time align variants alone")
     ap.add_argument("--no-pace", action="store_true", help="time back to back (no idle gaps; see Timer)")
+    ap.add_argument("--flush", choices=("write", "read"), default="write",
+                    help="L2 eviction before each timed call: write (zero 256 MB, as the engine's figures) "
+                         "or read (sum 256 MB: a clean cold cache); see Timer.flush")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     t_start = time.time()
@@ -421,11 +434,11 @@ def main():
             time.sleep(1.0)
         log("gate file present: timing starts")
     gpu = torch.cuda.get_device_name()
-    timer = Timer(pace=not args.no_pace)
+    timer = Timer(pace=not args.no_pace, flush=args.flush)
     bw = measure_bandwidth(timer)
     peaks = measure_peaks(timer)
     log(f"GPU {gpu}: copy bandwidth {bw / 1e12:.2f} TB/s, bf16 {peaks['bf16'] / 1e12:.0f} TFLOP/s, "
-        f"fp8 {peaks['fp8'] / 1e12:.0f} TFLOP/s (pacing {'on' if timer.pace else 'off'}; bf16 after 1 s of "
+        f"fp8 {peaks['fp8'] / 1e12:.0f} TFLOP/s (pacing {'on' if timer.pace else 'off'}, flush {timer.flush_mode}; bf16 after 1 s of "
         f"back-to-back products: {peaks['bf16_sustained'] / 1e12:.0f} TFLOP/s)")
     if args.diag:
         diagnose(timer, log)
@@ -761,7 +774,8 @@ def write_summary(out_dir, rows, gpu, bw, peaks, elapsed, args) -> str:
     lines = [
         f"# Fused-MoE kernel benchmark ({gpu})",
         "",
-        f"Command: `PYTHONPATH=. python3 scripts/bench_kernel.py --out $OUT{' --quick' if args.quick else ''}` "
+        f"Command: `PYTHONPATH=. python3 scripts/bench_kernel.py --out $OUT{' --quick' if args.quick else ''}"
+        f"{' --flush read' if args.flush == 'read' else ''}{' --no-pace' if args.no_pace else ''}` "
         f"({len(rows)} points, {elapsed:.0f} s).",
         f"Measured in the same run: copy bandwidth {bw / 1e12:.2f} TB/s (read + write), "
         f"bf16 matmul {peaks['bf16'] / 1e12:.0f} TFLOP/s, fp8 _scaled_mm {peaks['fp8'] / 1e12:.0f} TFLOP/s "

@@ -122,9 +122,10 @@ def test_fast_plan_heuristic():
     assert small.split1 > 1 and small.fuse_sum
     assert small.split1 <= 7168 // 128 // 4  # at least 4 K steps per split
     big = fast_plan(LayerShape(4096, 256, 256, 128, 7168, 8), config(64, 128, 128), q, q, sms=132)
-    assert big == FastPlan(1, 1, False, tma=True)  # 4096 * 7168 * 4 bytes > FAST_SUM_BYTES (16 MiB)
-    mid = fast_plan(LayerShape(256, 8, 8, 7168, 4096, 2), config(64, 128, 64), q, q, sms=132)
-    assert mid.split1 == 1 and mid.fuse_sum
+    assert big == FastPlan(1, 1, False, tma=True)  # 4096 * 7168 * 4 bytes > FAST_SUM_BYTES (2 MiB)
+    mid = fast_plan(LayerShape(64, 8, 8, 7168, 4096, 2), config(64, 128, 64), q, q, sms=132)
+    assert mid.split1 == 1 and mid.fuse_sum  # enough programs; fp32 (64, 4096) output is 1 MiB
+    assert not fast_plan(LayerShape(256, 8, 8, 7168, 4096, 2), config(64, 128, 64), q, q, sms=132).fuse_sum
 
 
 def test_fast_plan_validation():
@@ -153,3 +154,11 @@ def test_fast_tma_partial_n_tile_reads_next_expert():
     inp = make_moe_inputs(6, 3, 40, 64, 2, "bf16", device=DEVICE, seed=seed_for("fast", "tma-n"))
     out = _layer(inp, config(16, 64, 32), FastPlan(1, 1, False, tma=True))
     check_close(out, _ref(inp), "bf16", "tma partial N tile")
+
+
+def test_fast_fit_stages_single_k_step():
+    # I = N = 32 = BLOCK_SIZE_K: GEMM2 runs one K step, so the fast variant launches it with
+    # one stage (config asks for 4); results must not change
+    inp = make_moe_inputs(7, 4, 32, 96, 2, "bf16", device=DEVICE, seed=seed_for("fast", "stages"))
+    out = _layer(inp, config(16, 32, 32, stages=4), FastPlan(1, 1, False, tma=True))
+    check_close(out, _ref(inp), "bf16", "fit stages")

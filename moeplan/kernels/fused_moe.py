@@ -489,6 +489,7 @@ def invoke_moe_gemm(
     out_div: int = 1,
     compute_dtype: Optional[torch.dtype] = None,
     tma: bool = False,
+    fit_stages: bool = False,
 ) -> None:
     """One grouped GEMM: C[t] = A[t // top_k] @ B[expert(t)].T (+ bias) (* weight[t]).
 
@@ -498,7 +499,9 @@ def invoke_moe_gemm(
     Fast variant: with `atomic`, C is a zeroed float32 tensor the tiles are added into, at
     row t // out_div (out_div = topk sums the pairs of a token: C is then (M, O)), and
     `split_k` programs share each tile's K range; `compute_dtype` is the 16-bit dtype;
-    `tma` loads B tiles through a tensor descriptor where `tma_eligible` allows it.
+    `tma` loads B tiles through a tensor descriptor where `tma_eligible` allows it;
+    `fit_stages` caps num_stages at the K steps a program runs (a single-step GEMM2 at
+    N = 128 then holds one buffer instead of three, and several programs fit on an SM).
     """
     assert sorted_token_ids.stride(0) == 1 and C.stride(1) == 1
     if split_k > 1 or out_div > 1:
@@ -550,6 +553,9 @@ def invoke_moe_gemm(
             zp_default = 128.0
     int_dot = gq.kind in (Q_W8A8, Q_W8A8_BLOCK) and B.dtype == torch.int8
     grid = (cdiv(EM, BM) * cdiv(O, BN), split_k) if split_k > 1 else (cdiv(EM, BM) * cdiv(O, BN),)
+    stages = int(config["num_stages"])
+    if fit_stages:
+        stages = max(1, min(stages, cdiv(cdiv(I, BK), split_k)))
     extra = {}
     if atomic:
         extra.update(SPLIT=split_k > 1, ATOMIC=True, OUT_DIV=out_div)
@@ -583,7 +589,7 @@ def invoke_moe_gemm(
         HAS_ZP=w_zp is not None, ZP_DEFAULT=zp_default,
         HAS_BIAS=bias is not None, EVEN_K=I % BK == 0, UPCAST=upcast_dot(compute),
         DOT_M=max(BM, 16),
-        num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]),
+        num_warps=int(config["num_warps"]), num_stages=stages,
         **extra,
     )
 
@@ -640,7 +646,8 @@ VARIANTS = ("faithful", "fast")
 # fast variant heuristics (not knobs: derived from the shape, the config and the card)
 FAST_PROGRAMS_PER_SM = 2  # split K while a GEMM has fewer programs than this many per SM
 FAST_MIN_K_STEPS = 4  # each split keeps at least this many BLOCK_SIZE_K steps (pipelining)
-FAST_SUM_BYTES = 16 << 20  # fuse the top-k sum while the fp32 (M, K) output is no larger
+FAST_SUM_BYTES = 2 << 20  # fuse the top-k sum while the fp32 (M, K) output is no larger (measured:
+# neutral to a few % slower from M*K*4 = 4 MiB up, slower still at 100+ MiB)
 INTERPRETER_SMS = 2  # SM count assumed under the CPU interpreter (so tests exercise splits)
 
 
@@ -651,6 +658,7 @@ class FastPlan:
     split1 / split2: programs sharing each tile's K range in GEMM1 / GEMM2 (fp32 atomics);
     fuse_sum: GEMM2 adds its router-weighted tiles straight into an fp32 (M, K) output
     (no (T, K) intermediate, no separate top-k sum). split2 > 1 needs fuse_sum.
+    Always, in the fast variant: num_stages is capped at the K steps a program runs.
     """
 
     split1: int = 1
@@ -799,7 +807,7 @@ class LayerPlan:
         invoke_moe_gemm(a, w1, self.c1, a_s, self.q1, self.w1_bias, None, sorted_ids, expert_ids, ntpp,
                         False, self.shape.topk, self.config, self.T,
                         split_k=split, atomic=split > 1, compute_dtype=self.dtype,
-                        tma=self.fast is not None and self.fast.tma)
+                        tma=self.fast is not None and self.fast.tma, fit_stages=self.fast is not None)
 
     def run_activation(self):
         q = self.q2
@@ -821,10 +829,12 @@ class LayerPlan:
         if self.out32 is not None:
             invoke_moe_gemm(a, w2, self.out32, a_s, self.q2, self.w2_bias, topk_weights, sorted_ids, expert_ids,
                             ntpp, True, 1, self.config, self.T, split_k=self.fast.split2, atomic=True,
-                            out_div=self.shape.topk, compute_dtype=self.dtype, tma=self.fast.tma)
+                            out_div=self.shape.topk, compute_dtype=self.dtype, tma=self.fast.tma,
+                            fit_stages=True)
             return
         invoke_moe_gemm(a, w2, self.c2, a_s, self.q2, self.w2_bias, topk_weights, sorted_ids, expert_ids,
-                        ntpp, True, 1, self.config, self.T, tma=self.fast is not None and self.fast.tma)
+                        ntpp, True, 1, self.config, self.T, tma=self.fast is not None and self.fast.tma,
+                        fit_stages=self.fast is not None)
 
     def run_sum(self, out):
         s = self.shape
