@@ -69,6 +69,7 @@ def engine_format(path: Path) -> str:
     return json.dumps(obj, indent=4) + "\n"
 
 
+@pytest.mark.interpreter  # runs the real kernel in the CPU interpreter, GPU or not
 def test_pipeline_writes_engine_table_csv_and_show_verify(app, model, tmp_path):
     import triton
     out = tmp_path / "out"
@@ -115,6 +116,7 @@ def test_pipeline_writes_engine_table_csv_and_show_verify(app, model, tmp_path):
     assert list(json.loads(table.read_text())) == ["triton_version", "16"]
 
 
+@pytest.mark.interpreter  # runs the real kernel in the CPU interpreter, GPU or not
 def test_faults_gate_crash_compile_timeout(app, model, tmp_path, monkeypatch):
     """A worker that dies, a compile error, a hung point and a wrong result: all recorded, the search goes on."""
     out = tmp_path / "out"
@@ -151,6 +153,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.interpreter  # runs the real kernel in the CPU interpreter, GPU or not
 def test_resume_after_kill_gives_the_same_table(app, model, tmp_path):
     script = tmp_path / "run_tune.py"
     script.write_text(RUNNER)
