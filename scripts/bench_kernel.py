@@ -558,7 +558,8 @@ def bench_point(spec, M, full, wpe, peak, bw, timer, engine, gpu, args, t_start,
         fg, fl, fc, fp = fast
         row.update({
             "fast_gemms_us": round(fg, 1), "fast_layer_us": round(fl, 1), "fast_best_config": short(fc),
-            "fast_plan": f"split{fp.split1}/{fp.split2}{'/sum' if fp.fuse_sum else ''}{'/tma' if fp.tma else ''}",
+            "fast_plan": f"split{fp.split1}/{fp.split2}{'/sum' if fp.fuse_sum else ''}{'/tma' if fp.tma else ''}"
+                         f"{'/1acc' if fp.one_acc and spec.block_shape else ''}",
             "fast_gemms_over_floor": round(fg / floor_us, 3), "fast_layer_over_floor": round(fl / floor_us, 3),
             "fast_over_engine_shipped": round(fg / e_ship, 3) if e_ship == e_ship else "",
             "fast_over_faithful_layer": round(fl / l_us, 3),
@@ -610,6 +611,8 @@ def fast_variant(spec, M, base, cands, routings, timer, args, log):
     else:
         options = [FastPlan(1, 1, False, plan.tma), FastPlan(1, 1, True, plan.tma)]
     options.append(dataclasses.replace(plan, tma=not plan.tma))  # the descriptor loads' effect
+    if spec.block_shape:
+        options.append(dataclasses.replace(plan, one_acc=not plan.one_acc))  # the accumulator form's
     alts = []
     for fp in options:
         if fp == plan:
@@ -623,7 +626,9 @@ def fast_variant(spec, M, base, cands, routings, timer, args, log):
         f"{l_us:.1f} us): "
         + ", ".join(f"{fp.split1}/{fp.split2}{'s' if fp.fuse_sum else ''}{'t' if fp.tma else ''} {us:.1f}"
                     for us, fp in alts[:6])
-        + "".join(f" | tma {'off' if plan.tma else 'on'}: {us:.1f}" for us, fp in alts if fp.tma != plan.tma))
+        + "".join(f" | tma {'off' if plan.tma else 'on'}: {us:.1f}" for us, fp in alts if fp.tma != plan.tma)
+        + "".join(f" | one_acc {'off' if plan.one_acc else 'on'}: {us:.1f}" for us, fp in alts
+                  if fp.one_acc != plan.one_acc and fp.tma == plan.tma))
     return g_us, l_us, c, plan
 
 

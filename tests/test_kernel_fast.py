@@ -162,3 +162,27 @@ def test_fast_fit_stages_single_k_step():
     inp = make_moe_inputs(7, 4, 32, 96, 2, "bf16", device=DEVICE, seed=seed_for("fast", "stages"))
     out = _layer(inp, config(16, 32, 32, stages=4), FastPlan(1, 1, False, tma=True))
     check_close(out, _ref(inp), "bf16", "fit stages")
+
+
+@pytest.mark.parametrize("one_acc", [True, False], ids=["one-acc", "two-tiles"])
+def test_fast_block_fp8_accumulator_forms(one_acc):
+    # block fp8 over 5 K groups (K = 160, [32, 32] blocks), split in two: the single rescaled
+    # accumulator and the per-step product form both match the reference
+    inp = make_moe_inputs(6, 4, 64, 160, 2, "bf16", "fp8_w8a8", device=DEVICE, block_shape=[32, 32],
+                          seed=seed_for("fast", "one-acc"))
+    out = _layer(inp, config(16, 32, 32), FastPlan(2, 1, False, tma=True, one_acc=one_acc))
+    check_close(out, _ref(inp), "fp8_w8a8", f"block fp8 one_acc={one_acc}")
+
+
+def test_fast_block_fp8_zero_scale_falls_back():
+    # a zero weight-block scale would make the rescaled accumulator divide by zero: such
+    # weights take the two-tile path (checked once per scale tensor), still finite and right
+    from moeplan.kernels.fused_moe import positive_scales
+    inp = make_moe_inputs(5, 4, 64, 96, 2, "bf16", "fp8_w8a8", device=DEVICE, block_shape=[32, 32],
+                          seed=seed_for("fast", "zero-scale"))
+    s1 = inp.quant.w1_scale
+    assert positive_scales(s1)
+    s1[1, 0, 1] = 0.0  # in place: a new tensor version, checked again
+    assert not positive_scales(s1)
+    out = _layer(inp, config(16, 32, 32), FastPlan(1, 1, False, tma=True, one_acc=True))
+    check_close(out, _ref(inp), "fp8_w8a8", "zero block scale")

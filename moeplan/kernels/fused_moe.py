@@ -115,6 +115,10 @@ def _moe_gemm_kernel(
     # (rows past an expert's O read the next expert's rows and are never stored; past I and
     # past the last expert the copy engine fills zeros)
     B_DESC: tl.constexpr = False, b_desc=None,
+    # fast variant, block quant: ONE accumulator kept in units of the current step's scales
+    # (rescaled by prev/cur each step, scaled back once in the epilogue) instead of a second
+    # accumulator-sized tile per step; needs positive scales
+    ONE_ACC: tl.constexpr = False,
 ):
     # ---- grouped program order -------------------------------------------------------
     pid = tl.program_id(0)
@@ -215,6 +219,11 @@ def _moe_gemm_kernel(
         else:
             b_ptrs += k_lo * BLOCK_SIZE_K * stride_bk
     accumulator = tl.zeros((DOT_M, BLOCK_SIZE_N), dtype=tl.float32)
+    if QUANT == 2:
+        if ONE_ACC:
+            ks0 = (k_lo * BLOCK_SIZE_K) // group_k
+            prev_a = tl.load(a_scale_ptrs + ks0 * stride_ask)
+            prev_b = tl.load(b_scale_ptrs + ks0 * stride_bsk)
     if B_DESC:
         b_row = (off_expert * N + pid_n * BLOCK_SIZE_N).to(tl.int32)
     for k in range(k_lo, k_hi):
@@ -239,11 +248,17 @@ def _moe_gemm_kernel(
             ks = (k * BLOCK_SIZE_K) // group_k
             a_s = tl.load(a_scale_ptrs + ks * stride_ask)
             b_s = tl.load(b_scale_ptrs + ks * stride_bsk)
-            if INT_DOT:
-                part = tl.dot(a, b, out_dtype=tl.int32).to(tl.float32)
+            if ONE_ACC:
+                accumulator = accumulator * ((prev_a / a_s)[:, None] * (prev_b / b_s)[None, :])
+                accumulator = tl.dot(a, b, acc=accumulator)
+                prev_a = a_s
+                prev_b = b_s
             else:
-                part = tl.dot(a, b)
-            accumulator += part * a_s[:, None] * b_s[None, :]
+                if INT_DOT:
+                    part = tl.dot(a, b, out_dtype=tl.int32).to(tl.float32)
+                else:
+                    part = tl.dot(a, b)
+                accumulator += part * a_s[:, None] * b_s[None, :]
         elif QUANT == 3:
             if W_BITS == 4:
                 b = (b >> b_shift) & 0xF
@@ -327,6 +342,9 @@ def _moe_gemm_kernel(
             b_ptrs += BLOCK_SIZE_K * stride_bk
 
     # ---- epilogue ----------------------------------------------------------------------
+    if QUANT == 2:
+        if ONE_ACC:
+            accumulator = accumulator * (prev_a[:, None] * prev_b[None, :])
     if QUANT == 1:
         if A_PER_ROW:
             accumulator = accumulator * a_scale[:, None]
@@ -420,6 +438,22 @@ def gemm_quant(quant: Optional[QuantConfig], which: str) -> GemmQuant:
         "(supported: unquantized, fp8_w8a8, int8_w8a8, int8_w8a16, int4_w4a16, fp8_w8a16, mxfp4)")
 
 
+_POSITIVE: dict = {}  # (data_ptr, numel, version) -> all scales > 0
+
+
+def positive_scales(s: Optional[torch.Tensor]) -> bool:
+    """True if every weight scale is > 0 (checked once per tensor version: the first call
+    synchronizes, so a CUDA-graph capture must follow an eager call, as MoeRunner does)."""
+    if s is None:
+        return False
+    key = (s.data_ptr(), s.numel(), s._version)
+    if key not in _POSITIVE:
+        if len(_POSITIVE) > 256:
+            _POSITIVE.clear()
+        _POSITIVE[key] = bool((s > 0).all())
+    return _POSITIVE[key]
+
+
 def tma_eligible(B: torch.Tensor, gq: GemmQuant, BN: int, BK: int) -> bool:
     """Can B's tiles come through a TMA descriptor? Unpacked 8/16-bit weights (unquantized,
     w8a8, block w8a8), contiguous, 16-byte aligned base and rows, box sides of at most 256."""
@@ -494,6 +528,7 @@ def invoke_moe_gemm(
     compute_dtype: Optional[torch.dtype] = None,
     tma: bool = False,
     fit_stages: bool = False,
+    one_acc: bool = False,
 ) -> None:
     """One grouped GEMM: C[t] = A[t // top_k] @ B[expert(t)].T (+ bias) (* weight[t]).
 
@@ -505,7 +540,8 @@ def invoke_moe_gemm(
     `split_k` programs share each tile's K range; `compute_dtype` is the 16-bit dtype;
     `tma` loads B tiles through a tensor descriptor where `tma_eligible` allows it;
     `fit_stages` caps num_stages at the K steps a program runs (a single-step GEMM2 at
-    N = 128 then holds one buffer instead of three, and several programs fit on an SM).
+    N = 128 then holds one buffer instead of three, and several programs fit on an SM);
+    `one_acc` (block-quantized fp8 with positive weight scales) keeps a single accumulator.
     """
     assert sorted_token_ids.stride(0) == 1 and C.stride(1) == 1
     if split_k > 1 or out_div > 1:
@@ -563,6 +599,8 @@ def invoke_moe_gemm(
     extra = {}
     if atomic:
         extra.update(SPLIT=split_k > 1, ATOMIC=True, OUT_DIV=out_div)
+    if one_acc and gq.kind == Q_W8A8_BLOCK and not int_dot and positive_scales(w_s):
+        extra.update(ONE_ACC=True)
     if tma and tma_eligible(B, gq, BN, BK):
         from triton.tools.tensor_descriptor import TensorDescriptor
         extra.update(B_DESC=True, b_desc=TensorDescriptor.from_tensor(B.view(B.shape[0] * O, I), [BN, BK]))
@@ -669,6 +707,7 @@ class FastPlan:
     split2: int = 1
     fuse_sum: bool = False
     tma: bool = False  # B tiles through TMA descriptors where `tma_eligible` allows
+    one_acc: bool = True  # block fp8: one rescaled accumulator (see the kernel's ONE_ACC)
 
     def __post_init__(self):
         if self.split1 < 1 or self.split2 < 1:
@@ -811,7 +850,8 @@ class LayerPlan:
         invoke_moe_gemm(a, w1, self.c1, a_s, self.q1, self.w1_bias, None, sorted_ids, expert_ids, ntpp,
                         False, self.shape.topk, self.config, self.T,
                         split_k=split, atomic=split > 1, compute_dtype=self.dtype,
-                        tma=self.fast is not None and self.fast.tma, fit_stages=self.fast is not None)
+                        tma=self.fast is not None and self.fast.tma, fit_stages=self.fast is not None,
+                        one_acc=self.fast is not None and self.fast.one_acc)
 
     def run_activation(self):
         q = self.q2
@@ -834,11 +874,11 @@ class LayerPlan:
             invoke_moe_gemm(a, w2, self.out32, a_s, self.q2, self.w2_bias, topk_weights, sorted_ids, expert_ids,
                             ntpp, True, 1, self.config, self.T, split_k=self.fast.split2, atomic=True,
                             out_div=self.shape.topk, compute_dtype=self.dtype, tma=self.fast.tma,
-                            fit_stages=True)
+                            fit_stages=True, one_acc=self.fast.one_acc)
             return
         invoke_moe_gemm(a, w2, self.c2, a_s, self.q2, self.w2_bias, topk_weights, sorted_ids, expert_ids,
                         ntpp, True, 1, self.config, self.T, tma=self.fast is not None and self.fast.tma,
-                        fit_stages=self.fast is not None)
+                        fit_stages=self.fast is not None, one_acc=self.fast is not None and self.fast.one_acc)
 
     def run_sum(self, out):
         s = self.shape
