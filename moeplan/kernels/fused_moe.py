@@ -700,6 +700,7 @@ class FastPlan:
     split1 / split2: programs sharing each tile's K range in GEMM1 / GEMM2 (fp32 atomics);
     fuse_sum: GEMM2 adds its router-weighted tiles straight into an fp32 (M, K) output
     (no (T, K) intermediate, no separate top-k sum). split2 > 1 needs fuse_sum.
+    tma: B tiles through TMA descriptors; one_acc: block fp8 keeps one rescaled accumulator.
     Always, in the fast variant: num_stages is capped at the K steps a program runs.
     """
 
