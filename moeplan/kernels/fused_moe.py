@@ -443,11 +443,13 @@ _POSITIVE: dict = {}  # (data_ptr, numel, version) -> all scales > 0
 
 def positive_scales(s: Optional[torch.Tensor]) -> bool:
     """True if every weight scale is > 0 (checked once per tensor version: the first call
-    synchronizes, so a CUDA-graph capture must follow an eager call, as MoeRunner does)."""
+    synchronizes; inside a CUDA-graph capture an unchecked tensor counts as not positive)."""
     if s is None:
         return False
     key = (s.data_ptr(), s.numel(), s._version)
     if key not in _POSITIVE:
+        if s.is_cuda and torch.cuda.is_current_stream_capturing():
+            return False  # no synchronizing check inside a capture: the two-tile form is safe
         if len(_POSITIVE) > 256:
             _POSITIVE.clear()
         _POSITIVE[key] = bool((s > 0).all())
