@@ -505,17 +505,7 @@ def bench_point(spec, M, full, wpe, peak, bw, timer, engine, gpu, args, t_start,
     results = []  # (gemms_us, config)
     for c in cands:
         try:
-            r = base.with_config(c)
-            g_prep = _capture_prep(r)
-            g_gemm = r.capture(num_calls=1, gemms_only=True)
-
-            def before(i, r=r, g_prep=g_prep):
-                w, ids = routings[i % n_routings]
-                r.set_routing(ids, w)
-                g_prep.replay()
-            us = timer.median_us(g_gemm.replay, before, reps=args.reps)
-            results.append((us, c))
-            del g_gemm, g_prep, r
+            results.append((time_runner(base.with_config(c), routings, timer, args.reps, gemms_only=True), c))
         except Exception as e:  # noqa: BLE001 (OutOfResources and friends)
             log(f"  skip {short(c)}: {type(e).__name__}: {str(e)[:120]}")
     if not results:
@@ -526,16 +516,8 @@ def bench_point(spec, M, full, wpe, peak, bw, timer, engine, gpu, args, t_start,
     dflt = [t for t in results if key_of(t[1]) == key_of(cands[0])]
     d_us = dflt[0][0] if dflt else float("nan")
 
-    def layer_us(c):
-        r = base.with_config(c)
-        g = r.capture(num_calls=1)
-
-        def before(i):
-            w, ids = routings[i % n_routings]
-            r.set_routing(ids, w)
-        return timer.median_us(g.replay, before, reps=args.reps)
-    l_us = layer_us(best_c)
-    dl_us = layer_us(cands[0]) if dflt else float("nan")
+    l_us = time_runner(base.with_config(best_c), routings, timer, args.reps)
+    dl_us = time_runner(base.with_config(cands[0]), routings, timer, args.reps) if dflt else float("nan")
     fast = fast_variant(spec, M, base, cands, routings, timer, args, log)
     align_us, act_us = stage_us(base.with_config(best_c), routings, timer, args.reps)
     eng = engine.get((spec.name, M), {})
@@ -573,23 +555,28 @@ def bench_point(spec, M, full, wpe, peak, bw, timer, engine, gpu, args, t_start,
     return row
 
 
+def time_runner(r, routings, timer, reps: int, gemms_only: bool = False) -> float:
+    """Median us of one graph replay of runner r: the whole layer, or (gemms_only) the two
+    GEMMs with align and input quant replayed untimed first; a fresh routing before each."""
+    g_prep = _capture_prep(r) if gemms_only else None
+    g = r.capture(num_calls=1, gemms_only=gemms_only)
+
+    def before(i):
+        w, ids = routings[i % len(routings)]
+        r.set_routing(ids, w)
+        if g_prep is not None:
+            g_prep.replay()
+    return timer.median_us(g.replay, before, reps=reps)
+
+
 def fast_variant(spec, M, base, cands, routings, timer, args, log):
     """The fast variant at this point: the same sweep (GEMM stage = memset + both GEMMs),
     then the layer at its best config; at small M, the layer with other split-K / fused-sum
     choices too (logged, to check the heuristic). Returns (gemms, layer, config, FastPlan)."""
     from moeplan.kernels.fused_moe import FastPlan
-    n = len(routings)
 
     def timed(r, gemms_only):
-        g_prep = _capture_prep(r) if gemms_only else None
-        g = r.capture(num_calls=1, gemms_only=gemms_only)
-
-        def before(i):
-            w, ids = routings[i % n]
-            r.set_routing(ids, w)
-            if g_prep is not None:
-                g_prep.replay()
-        return timer.median_us(g.replay, before, reps=args.reps)
+        return time_runner(r, routings, timer, args.reps, gemms_only)
 
     results = []
     for c in cands:

@@ -112,19 +112,14 @@ def main():
         except Exception as e:  # noqa: BLE001
             print(f"{spec.name} M={M} {variant}: FAILED {type(e).__name__}: {str(e)[:200]}")
             continue
-        w1b = wpe * (2 * spec.N) / (3 * spec.N)  # gate_up holds 2/3 of an expert's weight bytes
+        w1b = wpe * 2 / 3  # gate_up (2N x K) holds 2/3 of an expert's weight bytes, down (K x N) 1/3
         w2b = wpe - w1b
         print(f"\n{spec.name} M={M} {variant} {short(c)} plan={getattr(r.plan, 'fast', None)} experts hit {hit:.1f}")
-        gemm_calls = 0
         for name, (us, n) in sorted(times.items(), key=lambda kv: -kv[1][0]):
-            gb = ""
-            if "moe_gemm" in name:
-                gemm_calls += 1
             print(f"  {us:9.1f} us  x{n:.0f}  {name[:110]}")
             rows.append({"case": spec.name, "M": M, "variant": variant, "config": short(c), "kernel": name[:200],
                          "us": round(us, 2), "per_call": n, "experts_hit": hit,
                          "w1_MB_hit": round(hit * w1b / 1e6, 2), "w2_MB_hit": round(hit * w2b / 1e6, 2)})
-            del gb
         print(f"  weights hit: gate_up {hit * w1b / 1e6:.1f} MB ({hit * w1b / 3.0e6:.1f} us at 3 TB/s), "
               f"down {hit * w2b / 1e6:.1f} MB ({hit * w2b / 3.0e6:.1f} us)")
         del r, inp

@@ -438,22 +438,21 @@ def gemm_quant(quant: Optional[QuantConfig], which: str) -> GemmQuant:
         "(supported: unquantized, fp8_w8a8, int8_w8a8, int8_w8a16, int4_w4a16, fp8_w8a16, mxfp4)")
 
 
-_POSITIVE: dict = {}  # (data_ptr, numel, version) -> all scales > 0
-
-
 def positive_scales(s: Optional[torch.Tensor]) -> bool:
-    """True if every weight scale is > 0 (checked once per tensor version: the first call
-    synchronizes; inside a CUDA-graph capture an unchecked tensor counts as not positive)."""
+    """True if every weight scale is > 0. Checked once per tensor version and remembered on
+    the tensor itself (a cache keyed by address could answer for a freed tensor's successor);
+    the first check synchronizes, so inside a CUDA-graph capture an unchecked tensor counts
+    as not positive and the two-tile form runs."""
     if s is None:
         return False
-    key = (s.data_ptr(), s.numel(), s._version)
-    if key not in _POSITIVE:
-        if s.is_cuda and torch.cuda.is_current_stream_capturing():
-            return False  # no synchronizing check inside a capture: the two-tile form is safe
-        if len(_POSITIVE) > 256:
-            _POSITIVE.clear()
-        _POSITIVE[key] = bool((s > 0).all())
-    return _POSITIVE[key]
+    seen = getattr(s, "_moeplan_positive", None)
+    if seen is not None and seen[0] == s._version:
+        return seen[1]
+    if s.is_cuda and torch.cuda.is_current_stream_capturing():
+        return False
+    ok = bool((s > 0).all())
+    s._moeplan_positive = (s._version, ok)
+    return ok
 
 
 def tma_eligible(B: torch.Tensor, gq: GemmQuant, BN: int, BK: int) -> bool:
@@ -529,7 +528,6 @@ def invoke_moe_gemm(
     out_div: int = 1,
     compute_dtype: Optional[torch.dtype] = None,
     tma: bool = False,
-    fit_stages: bool = False,
     one_acc: bool = False,
 ) -> None:
     """One grouped GEMM: C[t] = A[t // top_k] @ B[expert(t)].T (+ bias) (* weight[t]).
@@ -541,8 +539,6 @@ def invoke_moe_gemm(
     row t // out_div (out_div = topk sums the pairs of a token: C is then (M, O)), and
     `split_k` programs share each tile's K range; `compute_dtype` is the 16-bit dtype;
     `tma` loads B tiles through a tensor descriptor where `tma_eligible` allows it;
-    `fit_stages` caps num_stages at the K steps a program runs (deeper buffers would hold
-    nothing; measured neutral on the H100, where registers, not shared memory, bound occupancy);
     `one_acc` (block-quantized fp8 with positive weight scales) keeps a single accumulator.
     """
     assert sorted_token_ids.stride(0) == 1 and C.stride(1) == 1
@@ -595,9 +591,6 @@ def invoke_moe_gemm(
             zp_default = 128.0
     int_dot = gq.kind in (Q_W8A8, Q_W8A8_BLOCK) and B.dtype == torch.int8
     grid = (cdiv(EM, BM) * cdiv(O, BN), split_k) if split_k > 1 else (cdiv(EM, BM) * cdiv(O, BN),)
-    stages = int(config["num_stages"])
-    if fit_stages:
-        stages = max(1, min(stages, cdiv(cdiv(I, BK), split_k)))
     extra = {}
     if atomic:
         extra.update(SPLIT=split_k > 1, ATOMIC=True, OUT_DIV=out_div)
@@ -633,7 +626,7 @@ def invoke_moe_gemm(
         HAS_ZP=w_zp is not None, ZP_DEFAULT=zp_default,
         HAS_BIAS=bias is not None, EVEN_K=I % BK == 0, UPCAST=upcast_dot(compute),
         DOT_M=max(BM, 16),
-        num_warps=int(config["num_warps"]), num_stages=stages,
+        num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]),
         **extra,
     )
 
@@ -703,7 +696,6 @@ class FastPlan:
     fuse_sum: GEMM2 adds its router-weighted tiles straight into an fp32 (M, K) output
     (no (T, K) intermediate, no separate top-k sum). split2 > 1 needs fuse_sum.
     tma: B tiles through TMA descriptors; one_acc: block fp8 keeps one rescaled accumulator.
-    Always, in the fast variant: num_stages is capped at the K steps a program runs.
     """
 
     split1: int = 1
@@ -853,7 +845,7 @@ class LayerPlan:
         invoke_moe_gemm(a, w1, self.c1, a_s, self.q1, self.w1_bias, None, sorted_ids, expert_ids, ntpp,
                         False, self.shape.topk, self.config, self.T,
                         split_k=split, atomic=split > 1, compute_dtype=self.dtype,
-                        tma=self.fast is not None and self.fast.tma, fit_stages=self.fast is not None,
+                        tma=self.fast is not None and self.fast.tma,
                         one_acc=self.fast is not None and self.fast.one_acc)
 
     def run_activation(self):
@@ -877,11 +869,11 @@ class LayerPlan:
             invoke_moe_gemm(a, w2, self.out32, a_s, self.q2, self.w2_bias, topk_weights, sorted_ids, expert_ids,
                             ntpp, True, 1, self.config, self.T, split_k=self.fast.split2, atomic=True,
                             out_div=self.shape.topk, compute_dtype=self.dtype, tma=self.fast.tma,
-                            fit_stages=True, one_acc=self.fast.one_acc)
+                            one_acc=self.fast.one_acc)
             return
         invoke_moe_gemm(a, w2, self.c2, a_s, self.q2, self.w2_bias, topk_weights, sorted_ids, expert_ids,
                         ntpp, True, 1, self.config, self.T, tma=self.fast is not None and self.fast.tma,
-                        fit_stages=self.fast is not None, one_acc=self.fast is not None and self.fast.one_acc)
+                        one_acc=self.fast is not None and self.fast.one_acc)
 
     def run_sum(self, out):
         s = self.shape

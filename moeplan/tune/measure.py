@@ -134,8 +134,9 @@ class PointResult:
     fatal: bool = False  # the CUDA context is broken: the worker must exit after reporting
 
     def to_dict(self) -> dict:
+        """What the worker sends back (everything but `fatal`, which it acts on itself)."""
         return {"status": self.status, "median_us": self.median_us, "min_us": self.min_us,
-                "max_us": self.max_us, "n": self.n, "error": self.error}
+                "max_us": self.max_us, "n": self.n, "error": self.error, "first_ms": self.first_ms}
 
 
 def rss_mb() -> Optional[float]:

@@ -77,7 +77,7 @@ def worker_main(conn, gpu: Optional[int], job: dict, restart_every: int) -> None
             conn.send(("begin", tid))
             for M, phase in pts:
                 res = bench.measure(cfg, int(M), phase)
-                conn.send(("point", tid, int(M), phase, res.to_dict() | {"first_ms": res.first_ms, "rss_mb": rss_mb()}))
+                conn.send(("point", tid, int(M), phase, res.to_dict() | {"rss_mb": rss_mb()}))
                 if res.fatal:
                     os._exit(5)  # CUDA context broken: the parent restarts us
             conn.send(("end", tid))
