@@ -541,7 +541,9 @@ def bench_point(spec, M, full, wpe, peak, bw, timer, engine, gpu, args, t_start,
         row.update({
             "fast_gemms_us": round(fg, 1), "fast_layer_us": round(fl, 1), "fast_best_config": short(fc),
             "fast_plan": f"split{fp.split1}/{fp.split2}{'/sum' if fp.fuse_sum else ''}{'/tma' if fp.tma else ''}"
-                         f"{'/1acc' if fp.one_acc and spec.block_shape else ''}",
+                         f"{'/1acc' if fp.one_acc and spec.block_shape else ''}"
+                         f"{'/sort1' if fp.sort1 else ''}{'/sort2' if fp.sort2 else ''}"
+                         f"{'/cap' if fp.fit_stages else ''}",
             "fast_gemms_over_floor": round(fg / floor_us, 3), "fast_layer_over_floor": round(fl / floor_us, 3),
             "fast_over_engine_shipped": round(fg / e_ship, 3) if e_ship == e_ship else "",
             "fast_over_faithful_layer": round(fl / l_us, 3),
@@ -600,8 +602,12 @@ def fast_variant(spec, M, base, cands, routings, timer, args, log):
     options.append(dataclasses.replace(plan, tma=not plan.tma))  # the descriptor loads' effect
     if spec.block_shape:
         options.append(dataclasses.replace(plan, one_acc=not plan.one_acc))  # the accumulator form's
+    options.append(dataclasses.replace(plan, fit_stages=not plan.fit_stages))  # the stage cap's
+    if M > 64:  # tile-ordered rows: without, GEMM2 side only, with the gather of x too
+        options += [dataclasses.replace(plan, sort1=s1, sort2=s2) for s1, s2 in
+                    ((False, False), (False, True), (True, True)) if (s1, s2) != (plan.sort1, plan.sort2)]
     alts = []
-    for fp in options:
+    for fp in dict.fromkeys(options):  # FastPlans are hashable: each alternative once
         if fp == plan:
             continue
         try:
@@ -615,7 +621,12 @@ def fast_variant(spec, M, base, cands, routings, timer, args, log):
                     for us, fp in alts[:6])
         + "".join(f" | tma {'off' if plan.tma else 'on'}: {us:.1f}" for us, fp in alts if fp.tma != plan.tma)
         + "".join(f" | one_acc {'off' if plan.one_acc else 'on'}: {us:.1f}" for us, fp in alts
-                  if fp.one_acc != plan.one_acc and fp.tma == plan.tma))
+                  if fp.one_acc != plan.one_acc and fp.tma == plan.tma)
+        + "".join(f" | stage cap {'off' if plan.fit_stages else 'on'}: {us:.1f}" for us, fp in alts
+                  if fp.fit_stages != plan.fit_stages)
+        + "".join(f" | sort {int(fp.sort1)}{int(fp.sort2)}: {us:.1f}" for us, fp in alts
+                  if (fp.sort1, fp.sort2) != (plan.sort1, plan.sort2) and fp.tma == plan.tma
+                  and fp.fit_stages == plan.fit_stages and fp.one_acc == plan.one_acc))
     return g_us, l_us, c, plan
 
 

@@ -65,6 +65,61 @@ def test_fast_schemes(name, dtype, scheme, kw, fast):
     check_close(out, _ref(inp), tol_key(dtype, scheme), f"fast {name} {fast}")
 
 
+# tile-ordered rows: x gathered before GEMM1 (sort1), GEMM1's output / the activation in
+# tile order (sort2), alone, together, with descriptors for A and B, and with split-K into a
+# tile-ordered fp32 workspace
+SORTED_PLANS = [FastPlan(sort1=True), FastPlan(sort2=True), FastPlan(tma=True, sort1=True, sort2=True),
+                FastPlan(2, 1, False, tma=True, sort1=True, sort2=True)]
+
+
+@pytest.mark.parametrize("name,dtype,scheme,kw", SCHEMES, ids=[s[0] for s in SCHEMES])
+@pytest.mark.parametrize("fast", SORTED_PLANS, ids=["sort1", "sort2", "sorted-tma", "sorted-splitk-tma"])
+def test_fast_tile_ordered_rows(name, dtype, scheme, kw, fast):
+    M, E, N, K, topk = SHAPE
+    inp = make_moe_inputs(M, E, N, K, topk, dtype, scheme, device=DEVICE, seed=seed_for("sorted", name), **kw)
+    out = _layer(inp, config(16, 32, 32), fast)
+    check_close(out, _ref(inp), tol_key(dtype, scheme), f"fast {name} {fast}")
+
+
+@pytest.mark.parametrize("bm", [8, 32])
+def test_fast_tile_ordered_block_m_edges(bm):
+    # BLOCK_SIZE_M = 8 runs a 16-row dot whose extra rows lie in the next tile (or past P);
+    # BLOCK_SIZE_M = 32 > the pairs of any expert: mostly sentinel rows, written as zeros;
+    # expert 0 gets no token
+    M, E, N, K, topk = 7, 5, 24, 72, 2
+    inp = make_moe_inputs(M, E, N, K, topk, "fp16", device=DEVICE, seed=seed_for("sorted-bm", bm))
+    ids = (torch.arange(M * topk) % (E - 1) + 1).view(M, topk).to(torch.int32)
+    inp = inp._replace(topk_ids=ids.to(DEVICE))
+    r = MoeRunner(*inp[:5], config=config(bm, 16, 32), quant=inp.quant, variant="fast",
+                  fast=FastPlan(tma=True, sort1=True, sort2=True))
+    r.plan.c1.copy_(poisoned(r.plan.c1.shape, r.plan.c1.dtype, DEVICE))  # every row must be written
+    out = r.run()
+    check_close(out, _ref(inp), "fp16", f"tile-ordered BM={bm}")
+    assert torch.isfinite(r.plan.c1).all()  # sentinel rows and unused tiles are zeros, not poison
+
+
+def test_fast_tile_ordered_expert_map_per_tensor_scale():
+    # EP with -1 experts and a dynamic per-tensor activation scale over the tile-ordered
+    # activation: zero rows (remote experts, sentinels) must not change the scale
+    M, E_g, N, K, topk = 6, 8, 24, 64, 2
+    inp = make_moe_inputs(M, E_g, N, K, topk, "bf16", "fp8_w8a8", device=DEVICE, seed=seed_for("sorted", "ep"))
+    local = torch.tensor([1, 4, 5, 6])
+    emap = torch.full((E_g,), -1, dtype=torch.int32)
+    emap[local] = torch.arange(4, dtype=torch.int32)
+    ids = inp.topk_ids.clone().cpu()
+    ids[0] = torch.tensor([0, 2])  # token 0: no local expert
+    inp = inp._replace(topk_ids=ids.to(DEVICE))
+    sub = make_moe_inputs(M, 4, N, K, topk, "bf16", "fp8_w8a8", device=DEVICE, seed=seed_for("sorted", "ep-w"))
+    r = MoeRunner(inp.x, sub.w1, sub.w2, inp.topk_weights, inp.topk_ids, config=config(16, 32, 32),
+                  quant=sub.quant, expert_map=emap.to(DEVICE), variant="fast",
+                  fast=FastPlan(tma=True, sort1=True, sort2=True))
+    out = r.run()
+    ref = fused_experts_ref(inp.x, sub.w1, sub.w2, inp.topk_weights, inp.topk_ids, quant=sub.quant,
+                            expert_map=emap.to(DEVICE))
+    check_close(out, ref, tol_key("bf16", "fp8_w8a8"), "tile-ordered EP fp8 per tensor")
+    assert torch.all(out[0] == 0)
+
+
 def test_fast_more_splits_than_k_steps():
     # split 8 over 2 K steps (K = 40, BK = 32): the empty splits must add nothing
     inp = make_moe_inputs(3, 4, 24, 40, 2, "bf16", device=DEVICE, seed=seed_for("fast", "empty-splits"))
@@ -122,10 +177,23 @@ def test_fast_plan_heuristic():
     assert small.split1 > 1 and small.fuse_sum
     assert small.split1 <= 7168 // 128 // 4  # at least 4 K steps per split
     big = fast_plan(LayerShape(4096, 256, 256, 128, 7168, 8), config(64, 128, 128), q, q, sms=132)
-    assert big == FastPlan(1, 1, False, tma=True)  # 4096 * 7168 * 4 bytes > FAST_SUM_BYTES (2 MiB)
+    # 4096 * 7168 * 4 bytes > FAST_SUM_BYTES (2 MiB); 128 pairs per expert: tile-ordered
+    # rows; x not gathered (2N = 256 is only 2 column tiles)
+    assert big == FastPlan(1, 1, False, tma=True, sort2=True)
     mid = fast_plan(LayerShape(64, 8, 8, 7168, 4096, 2), config(64, 128, 64), q, q, sms=132)
     assert mid.split1 == 1 and mid.fuse_sum  # enough programs; fp32 (64, 4096) output is 1 MiB
-    assert not fast_plan(LayerShape(256, 8, 8, 7168, 4096, 2), config(64, 128, 64), q, q, sms=132).fuse_sum
+    assert not mid.sort2  # 16 pairs per expert
+    m256 = fast_plan(LayerShape(256, 8, 8, 7168, 4096, 2), config(64, 128, 64), q, q, sms=132)
+    assert not m256.fuse_sum and not m256.sort2  # 64 pairs per expert
+    # Mixtral at 256 pairs per expert: tile-ordered rows, and x gathered (112 column tiles)
+    mix = fast_plan(LayerShape(1024, 8, 8, 14336, 4096, 2), config(128, 256, 64), q, q, sms=132)
+    assert mix.sort2 and mix.sort1
+    # block-quantized activations: tile order from 32 pairs per expert; never gather fp8 x
+    qb = gemm_quant(make_moe_inputs(2, 4, 64, 128, 2, "bf16", "fp8_w8a8", device="cpu",
+                                    block_shape=[32, 32]).quant, "w2")
+    ds = fast_plan(LayerShape(1024, 256, 256, 512, 7168, 8), config(64, 128, 128), qb, qb, sms=132)
+    assert ds.sort2 and not ds.sort1
+    assert not fast_plan(LayerShape(256, 256, 256, 512, 7168, 8), config(16, 128, 128), qb, qb, sms=132).sort2
 
 
 def test_fast_plan_validation():

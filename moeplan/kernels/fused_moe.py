@@ -84,6 +84,17 @@ def _e8m0_to_f32(s):
     return (s.to(tl.uint32) << 23).to(tl.float32, bitcast=True)
 
 
+@triton.jit
+def _store_zero_rows(c_ptr, offs_tid, offs_m, pid_n, N, stride_cm, stride_cn,
+                     BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr, DOT_M: tl.constexpr,
+                     compute_type: tl.constexpr):
+    """Zeros into the tile's own rows of a tile-ordered C (C_SORTED)."""
+    offs_cn = pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
+    c_ptrs = c_ptr + offs_tid.to(tl.int64)[:, None] * stride_cm + offs_cn[None, :] * stride_cn
+    c_mask = (offs_m < BLOCK_SIZE_M)[:, None] & (offs_cn[None, :] < N)
+    tl.store(c_ptrs, tl.zeros((DOT_M, BLOCK_SIZE_N), dtype=compute_type), mask=c_mask)
+
+
 @triton.jit(do_not_specialize=["EM", "num_valid_tokens", "split_k"])
 def _moe_gemm_kernel(
     # pointers
@@ -119,6 +130,13 @@ def _moe_gemm_kernel(
     # (rescaled by prev/cur each step, scaled back once in the epilogue) instead of a second
     # accumulator-sized tile per step; needs positive scales
     ONE_ACC: tl.constexpr = False,
+    # fast variant, tile-ordered rows: A_SORTED reads A row pid_m * BLOCK_SIZE_M + i for tile
+    # row i (A holds P rows in align's order, so a tile's rows are contiguous), A_DESC loads
+    # those tiles through a TMA descriptor over A (P, I); C_SORTED writes C row
+    # pid_m * BLOCK_SIZE_M + i (C holds P rows) with zeros in sentinel rows and in tiles past
+    # the used rows, so every row of C is defined
+    A_SORTED: tl.constexpr = False, A_DESC: tl.constexpr = False, a_desc=None,
+    C_SORTED: tl.constexpr = False,
 ):
     # ---- grouped program order -------------------------------------------------------
     pid = tl.program_id(0)
@@ -133,10 +151,14 @@ def _moe_gemm_kernel(
 
     # ---- rows of this tile -----------------------------------------------------------
     num_tokens_post_padded = tl.load(num_tokens_post_padded_ptr)
-    if pid_m * BLOCK_SIZE_M >= num_tokens_post_padded:
-        return
     offs_m = tl.arange(0, DOT_M)  # DOT_M = max(BLOCK_SIZE_M, 16): tl.dot needs >= 16 rows
     offs_tid = pid_m * BLOCK_SIZE_M + offs_m
+    if pid_m * BLOCK_SIZE_M >= num_tokens_post_padded:
+        if C_SORTED:
+            if not ATOMIC:
+                _store_zero_rows(c_ptr, offs_tid, offs_m, pid_n, N, stride_cm, stride_cn,
+                                 BLOCK_SIZE_M, BLOCK_SIZE_N, DOT_M, compute_type)
+        return
     if DOT_M == BLOCK_SIZE_M:
         offs_token = tl.load(sorted_token_ids_ptr + offs_tid)
     else:
@@ -144,7 +166,13 @@ def _moe_gemm_kernel(
                              other=num_valid_tokens)
     token_mask = offs_token < num_valid_tokens
     # sentinel rows read row 0 (always valid memory) and are never stored
-    a_rows = tl.where(token_mask, offs_token // top_k, 0).to(tl.int64)
+    if A_SORTED:
+        if DOT_M == BLOCK_SIZE_M:
+            a_rows = offs_tid.to(tl.int64)
+        else:  # the dot's extra rows re-read the tile's first row (they may lie past P)
+            a_rows = tl.where(offs_m < BLOCK_SIZE_M, offs_tid, pid_m * BLOCK_SIZE_M).to(tl.int64)
+    else:
+        a_rows = tl.where(token_mask, offs_token // top_k, 0).to(tl.int64)
     offs_token = offs_token.to(tl.int64)
 
     off_expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
@@ -153,6 +181,10 @@ def _moe_gemm_kernel(
             return  # C starts zeroed: nothing to add
     if off_expert == -1:
         # expert owned by another EP rank: its rows get zeros
+        if C_SORTED:
+            _store_zero_rows(c_ptr, offs_tid, offs_m, pid_n, N, stride_cm, stride_cn,
+                             BLOCK_SIZE_M, BLOCK_SIZE_N, DOT_M, compute_type)
+            return
         offs_cn = pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
         c_ptrs = c_ptr + offs_token[:, None] * stride_cm + offs_cn[None, :] * stride_cn
         c_mask = token_mask[:, None] & (offs_cn[None, :] < N)
@@ -226,8 +258,12 @@ def _moe_gemm_kernel(
             prev_b = tl.load(b_scale_ptrs + ks0 * stride_bsk)
     if B_DESC:
         b_row = (off_expert * N + pid_n * BLOCK_SIZE_N).to(tl.int32)
+    if A_DESC:
+        a_row = (pid_m * BLOCK_SIZE_M).to(tl.int32)
     for k in range(k_lo, k_hi):
-        if EVEN_K:
+        if A_DESC:
+            a = a_desc.load([a_row, k * BLOCK_SIZE_K])  # (DOT_M, BK); zeros past I
+        elif EVEN_K:
             a = tl.load(a_ptrs)
         else:
             a = tl.load(a_ptrs, mask=offs_k[None, :] < K - k * BLOCK_SIZE_K, other=0.0)
@@ -372,7 +408,20 @@ def _moe_gemm_kernel(
     # would cost registers the accumulator needs
     offs_cn = pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
     c_mask = token_mask[:, None] & (offs_cn[None, :] < N)
-    if ATOMIC:
+    if C_SORTED:
+        # every row of the tile (sentinels as zeros); rows past BLOCK_SIZE_M (DOT_M > BM)
+        # belong to the next tile
+        rows = offs_tid.to(tl.int64)
+        c_mask = (offs_m < BLOCK_SIZE_M)[:, None] & (offs_cn[None, :] < N)
+        accumulator = tl.where(token_mask[:, None], accumulator, 0.0)
+        c_ptrs = c_ptr + rows[:, None] * stride_cm + offs_cn[None, :] * stride_cn
+        if ATOMIC:
+            tl.atomic_add(c_ptrs, accumulator, mask=c_mask, sem="relaxed")
+        else:
+            if UPCAST:
+                accumulator = round_to_bf16_grid(accumulator)
+            tl.store(c_ptrs, accumulator.to(compute_type), mask=c_mask)
+    elif ATOMIC:
         c_ptrs = c_ptr + (offs_token // OUT_DIV)[:, None] * stride_cm + offs_cn[None, :] * stride_cn
         tl.atomic_add(c_ptrs, accumulator, mask=c_mask, sem="relaxed")
     else:
@@ -465,6 +514,13 @@ def tma_eligible(B: torch.Tensor, gq: GemmQuant, BN: int, BK: int) -> bool:
             and BN <= 256 and BK <= 256)
 
 
+def a_tma_eligible(A: torch.Tensor, rows: int, BK: int) -> bool:
+    """Can a tile-ordered A's (rows, BK) tiles come through a TMA descriptor?"""
+    elt = A.element_size()
+    return (A.is_contiguous() and A.data_ptr() % 16 == 0 and (A.shape[1] * elt) % 16 == 0
+            and BK * elt >= 16 and rows <= 256 and BK <= 256)
+
+
 def effective_block_k(config: dict, gq: GemmQuant) -> int:
     """BLOCK_SIZE_K as the kernel runs it: clamped to min(block_shape) with block quant."""
     bk = int(config["BLOCK_SIZE_K"])
@@ -529,6 +585,9 @@ def invoke_moe_gemm(
     compute_dtype: Optional[torch.dtype] = None,
     tma: bool = False,
     one_acc: bool = False,
+    a_sorted: bool = False,
+    c_sorted: bool = False,
+    fit_stages: bool = False,
 ) -> None:
     """One grouped GEMM: C[t] = A[t // top_k] @ B[expert(t)].T (+ bias) (* weight[t]).
 
@@ -540,6 +599,11 @@ def invoke_moe_gemm(
     `split_k` programs share each tile's K range; `compute_dtype` is the 16-bit dtype;
     `tma` loads B tiles through a tensor descriptor where `tma_eligible` allows it;
     `one_acc` (block-quantized fp8 with positive weight scales) keeps a single accumulator.
+    `a_sorted`: A (and its per-row scales) hold P rows in align's tile order (row p is pair
+    sorted_token_ids[p]), read contiguously (through a descriptor with `tma`); `c_sorted`: C
+    holds P rows in tile order, sentinel rows and unused tiles written as zeros.
+    `fit_stages` caps num_stages at the K steps one program runs (deeper buffers would hold
+    nothing but take shared memory that could hold another program).
     """
     assert sorted_token_ids.stride(0) == 1 and C.stride(1) == 1
     if split_k > 1 or out_div > 1:
@@ -591,6 +655,9 @@ def invoke_moe_gemm(
             zp_default = 128.0
     int_dot = gq.kind in (Q_W8A8, Q_W8A8_BLOCK) and B.dtype == torch.int8
     grid = (cdiv(EM, BM) * cdiv(O, BN), split_k) if split_k > 1 else (cdiv(EM, BM) * cdiv(O, BN),)
+    stages = int(config["num_stages"])
+    if fit_stages:
+        stages = max(1, min(stages, cdiv(cdiv(I, BK), split_k)))
     extra = {}
     if atomic:
         extra.update(SPLIT=split_k > 1, ATOMIC=True, OUT_DIV=out_div)
@@ -599,6 +666,15 @@ def invoke_moe_gemm(
     if tma and tma_eligible(B, gq, BN, BK):
         from triton.tools.tensor_descriptor import TensorDescriptor
         extra.update(B_DESC=True, b_desc=TensorDescriptor.from_tensor(B.view(B.shape[0] * O, I), [BN, BK]))
+    if a_sorted:
+        assert A.shape[0] == EM, "a tile-ordered A holds one row per padded row"
+        extra.update(A_SORTED=True)
+        if tma and a_tma_eligible(A, max(BM, 16), BK):
+            from triton.tools.tensor_descriptor import TensorDescriptor
+            extra.update(A_DESC=True, a_desc=TensorDescriptor.from_tensor(A, [max(BM, 16), BK]))
+    if c_sorted:
+        assert C.shape[0] == EM, "a tile-ordered C holds one row per padded row"
+        extra.update(C_SORTED=True)
     dummy = C
     _moe_gemm_kernel[grid](
         A, B, C,
@@ -626,7 +702,7 @@ def invoke_moe_gemm(
         HAS_ZP=w_zp is not None, ZP_DEFAULT=zp_default,
         HAS_BIAS=bias is not None, EVEN_K=I % BK == 0, UPCAST=upcast_dot(compute),
         DOT_M=max(BM, 16),
-        num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]),
+        num_warps=int(config["num_warps"]), num_stages=stages,
         **extra,
     )
 
@@ -686,6 +762,16 @@ FAST_MIN_K_STEPS = 4  # each split keeps at least this many BLOCK_SIZE_K steps (
 FAST_SUM_BYTES = 2 << 20  # fuse the top-k sum while the fp32 (M, K) output is no larger (measured:
 # neutral to a few % slower from M*K*4 = 4 MiB up, slower still at 100+ MiB)
 INTERPRETER_SMS = 2  # SM count assumed under the CPU interpreter (so tests exercise splits)
+# tile-ordered rows (sort2) from this many pairs per expert on (measured, H100: 4-11% fewer
+# GEMM microseconds at 256 rows per expert, and at 32 with block-quantized activations,
+# whose per-row scale loads become contiguous too; 1-10% more at 16-64 otherwise)
+FAST_SORT_ROWS = 128
+FAST_SORT_ROWS_BLOCK = 32
+# gather x into tile order (sort1) only for 16-bit x read by many N tiles of GEMM1: the
+# gather is one extra pass over (P, K), repaid by contiguous A tiles in each of the
+# cdiv(2N, BLOCK_SIZE_N) column tiles (Mixtral, 56-112 tiles: 3-8% fewer; Qwen3, 6 tiles,
+# and fp8 x: 2-25% more)
+FAST_SORT1_N_TILES = 32
 
 
 @dataclass(frozen=True)
@@ -696,6 +782,12 @@ class FastPlan:
     fuse_sum: GEMM2 adds its router-weighted tiles straight into an fp32 (M, K) output
     (no (T, K) intermediate, no separate top-k sum). split2 > 1 needs fuse_sum.
     tma: B tiles through TMA descriptors; one_acc: block fp8 keeps one rescaled accumulator.
+    sort1: x (and its scales) gathered into align's tile order before GEMM1, whose A tiles
+    are then contiguous rows; sort2: GEMM1's output and the activation kept in tile order
+    (P rows), so GEMM2's A tiles are contiguous rows. Contiguous A tiles go through TMA
+    descriptors too when `tma` is on. fit_stages: num_stages capped at the K steps one
+    program runs (GEMM2 at DeepSeek-V3 TP16 runs one: at M64/N256/K128/w8/s3 and M = 4096,
+    698 us with the cap vs 870 without).
     """
 
     split1: int = 1
@@ -703,6 +795,9 @@ class FastPlan:
     fuse_sum: bool = False
     tma: bool = False  # B tiles through TMA descriptors where `tma_eligible` allows
     one_acc: bool = True  # block fp8: one rescaled accumulator (see the kernel's ONE_ACC)
+    sort1: bool = False
+    sort2: bool = False
+    fit_stages: bool = True
 
     def __post_init__(self):
         if self.split1 < 1 or self.split2 < 1:
@@ -733,7 +828,10 @@ def fast_plan(shape: LayerShape, config: dict, q1: "GemmQuant", q2: "GemmQuant",
     split1 = _split_k(m_tiles * cdiv(2 * s.N, BN), cdiv(s.K, effective_block_k(config, q1)), sms)
     split2 = _split_k(m_tiles * cdiv(s.K, BN), cdiv(s.N, effective_block_k(config, q2)), sms)
     fuse = split2 > 1 or s.M * s.K * 4 <= FAST_SUM_BYTES
-    return FastPlan(split1, split2, fuse, tma=tma)
+    rows_per_expert = T / max(1, min(s.E_global, T))
+    sort2 = rows_per_expert >= (FAST_SORT_ROWS_BLOCK if q2.act_mode == "group" else FAST_SORT_ROWS)
+    sort1 = sort2 and q1.act_dtype is None and cdiv(2 * s.N, BN) >= FAST_SORT1_N_TILES
+    return FastPlan(split1, split2, fuse, tma=tma, sort1=sort1, sort2=sort2)
 
 
 def _has_tma(device) -> bool:
@@ -781,14 +879,17 @@ class LayerPlan:
             fast = fast_plan(s, config, self.q1, self.q2, _sm_count(device), tma=_has_tma(device))
         self.fast = fast if variant == "fast" else None
         fp = self.fast or FastPlan()
+        P = self.align.sorted_token_ids.shape[0]
+        R = P if fp.sort2 else T  # rows of GEMM1's output and the activation
+        self.R = R
         # one fp32 workspace (zeroed by one memset per call) holds the atomic outputs
-        n1 = T * 2 * s.N if fp.split1 > 1 else 0
+        n1 = R * 2 * s.N if fp.split1 > 1 else 0
         n2 = s.M * s.K if fp.fuse_sum else 0
         self.work = torch.empty((n1 + n2,), dtype=torch.float32, **f) if n1 + n2 else None
         if n1:
-            self.c1 = self.work[:n1].view(T, 2 * s.N)  # (T, 2N) float32, split-K partial sums
+            self.c1 = self.work[:n1].view(R, 2 * s.N)  # (R, 2N) float32, split-K partial sums
         else:
-            self.c1 = torch.empty((T, 2 * s.N), dtype=dtype, **f)  # (T, 2N) gate_up output
+            self.c1 = torch.empty((R, 2 * s.N), dtype=dtype, **f)  # (R, 2N) gate_up output
         if n2:
             self.out32 = self.work[n1:].view(s.M, s.K)  # (M, K) float32, top-k sum by atomics
             self.c2 = None
@@ -800,14 +901,20 @@ class LayerPlan:
         if q.act_dtype is not None:
             self.a1q = torch.empty((s.M, s.K), dtype=q.act_dtype, **f)  # (M, K) quantized x
             self.a1s = self._scale_buf(q, s.M, s.K, device)
+        self.xs = self.xs_scale = None
+        if fp.sort1:
+            self.gather_rows = torch.empty((P,), dtype=torch.int32, **f)  # (P,) x row of each padded row
+            self.xs = torch.empty((P, s.K), dtype=q.act_dtype or dtype, **f)  # (P, K) x in tile order
+            if self.a1s is not None and self.a1s.dim() == 2 and q.act_mode != "static":
+                self.xs_scale = torch.empty((P, self.a1s.shape[1]), dtype=torch.float32, **f)  # (P, groups)
         q = self.q2
         self.a2s = None
         if q.act_dtype is not None:
-            self.a2q = torch.empty((T, s.N), dtype=q.act_dtype, **f)  # (T, N) quantized activation
-            self.a2s = self._scale_buf(q, T, s.N, device)
-            self.a2 = torch.empty((T, s.N), dtype=dtype, **f) if q.act_mode == "tensor" else None
+            self.a2q = torch.empty((R, s.N), dtype=q.act_dtype, **f)  # (R, N) quantized activation
+            self.a2s = self._scale_buf(q, R, s.N, device)
+            self.a2 = torch.empty((R, s.N), dtype=dtype, **f) if q.act_mode == "tensor" else None
         else:
-            self.a2 = torch.empty((T, s.N), dtype=dtype, **f)  # (T, N) activation output
+            self.a2 = torch.empty((R, s.N), dtype=dtype, **f)  # (R, N) activation output
             self.a2q = None
 
     @staticmethod
@@ -836,17 +943,30 @@ class LayerPlan:
             a, a_s = self._quant_act(self.q1, x, self.a1q, self.a1s)
         self._a1 = (a, a_s)
 
+    def _gather_x(self, a, a_s, sorted_ids):
+        """x (and per-row scales) into align's tile order: row p <- x[sorted_ids[p] // topk]
+        (sentinel rows take the last pair's row: real data, never stored)."""
+        torch.clamp(sorted_ids, max=self.T - 1, out=self.gather_rows)
+        self.gather_rows.div_(self.shape.topk, rounding_mode="floor")
+        torch.index_select(a, 0, self.gather_rows, out=self.xs)
+        if self.xs_scale is not None:
+            torch.index_select(a_s, 0, self.gather_rows, out=self.xs_scale)
+            a_s = self.xs_scale
+        return self.xs, a_s
+
     def run_gemm1(self, w1):
         a, a_s = self._a1
         sorted_ids, expert_ids, ntpp = self.align.outputs()
         if self.work is not None:
             self.work.zero_()  # the fast variant's atomic outputs (GEMM1 partials, top-k sum)
-        split = self.fast.split1 if self.fast is not None else 1
+        fp = self.fast or FastPlan()
+        if fp.sort1:
+            a, a_s = self._gather_x(a, a_s, sorted_ids)
         invoke_moe_gemm(a, w1, self.c1, a_s, self.q1, self.w1_bias, None, sorted_ids, expert_ids, ntpp,
                         False, self.shape.topk, self.config, self.T,
-                        split_k=split, atomic=split > 1, compute_dtype=self.dtype,
-                        tma=self.fast is not None and self.fast.tma,
-                        one_acc=self.fast is not None and self.fast.one_acc)
+                        split_k=fp.split1, atomic=fp.split1 > 1, compute_dtype=self.dtype,
+                        tma=fp.tma, one_acc=self.fast is not None and fp.one_acc,
+                        a_sorted=fp.sort1, c_sorted=fp.sort2, fit_stages=self.fast is not None and fp.fit_stages)
 
     def run_activation(self):
         q = self.q2
@@ -865,15 +985,17 @@ class LayerPlan:
     def run_gemm2(self, w2, topk_weights):
         a, a_s = self._a2
         sorted_ids, expert_ids, ntpp = self.align.outputs()
+        fp = self.fast or FastPlan()
         if self.out32 is not None:
             invoke_moe_gemm(a, w2, self.out32, a_s, self.q2, self.w2_bias, topk_weights, sorted_ids, expert_ids,
-                            ntpp, True, 1, self.config, self.T, split_k=self.fast.split2, atomic=True,
-                            out_div=self.shape.topk, compute_dtype=self.dtype, tma=self.fast.tma,
-                            one_acc=self.fast.one_acc)
+                            ntpp, True, 1, self.config, self.T, split_k=fp.split2, atomic=True,
+                            out_div=self.shape.topk, compute_dtype=self.dtype, tma=fp.tma,
+                            one_acc=fp.one_acc, a_sorted=fp.sort2, fit_stages=fp.fit_stages)
             return
         invoke_moe_gemm(a, w2, self.c2, a_s, self.q2, self.w2_bias, topk_weights, sorted_ids, expert_ids,
-                        ntpp, True, 1, self.config, self.T, tma=self.fast is not None and self.fast.tma,
-                        one_acc=self.fast is not None and self.fast.one_acc)
+                        ntpp, True, 1, self.config, self.T, tma=fp.tma,
+                        one_acc=self.fast is not None and fp.one_acc, a_sorted=fp.sort2,
+                        fit_stages=self.fast is not None and fp.fit_stages)
 
     def run_sum(self, out):
         s = self.shape
