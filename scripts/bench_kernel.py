@@ -149,6 +149,12 @@ def sweep(spec: Spec, M: int, quick: bool = False) -> list[dict]:
         out += [cfg(64, 128, 64 if not block else 128, 1, 4, 5), cfg(64, 128, 128, 1, 4, 4), cfg(128, 128, 64 if not block else 128, 1, 8, 5),
                 cfg(128, 256, 64 if not block else 128, 64, 8, 4), cfg(64, 64, 128, 1, 4, 4), cfg(16, 128, 128, 1, 4, 3),
                 cfg(128, 128, 128, 16, 8, 3), cfg(64, 256, 128, 32, 8, 3)]
+        # deeper pipelines for the 8-warp tiles, and fp8's 128-byte K tiles (session 3)
+        bkc = 128 if fp8 else 64
+        out += [cfg(128, 256, bkc, 16, 8, 4), cfg(128, 128, bkc, 16, 8, 4), cfg(64, 256, bkc, 16, 8, 4),
+                cfg(64, 128, bkc, 16, 4, 4)]
+        if fp8 and not block:
+            out += [cfg(64, 128, 256, 16, 4, 3), cfg(128, 128, 256, 16, 8, 3)]
     else:  # compute-bound end
         for bm in (64, 128):
             for bn in (128, 256):
@@ -157,6 +163,9 @@ def sweep(spec: Spec, M: int, quick: bool = False) -> list[dict]:
                         out.append(cfg(bm, bn, bk, gm, 8 if (bm == 128 or bn == 256) else 4, 3 if bk == 128 else 4))
         out += [cfg(128, 256, 64 if not block else 128, 32, 8, 4), cfg(128, 128, 64 if not block else 128, 1, 8, 5),
                 cfg(256, 128, 64 if not block else 128, 16, 8, 3), cfg(128, 256, 128, 16, 8, 3), cfg(64, 128, 64 if not block else 128, 1, 4, 5)]
+        if fp8:  # 128-byte K tiles with deeper pipelines (session 3)
+            out += [cfg(128, 256, 128, 16, 8, 4), cfg(128, 256, 128, 64, 8, 4), cfg(128, 128, 128, 16, 8, 4),
+                    cfg(64, 256, 128, 16, 8, 4)]
     seen, uniq = set(), []
     for i, c in enumerate(out):
         if block:
@@ -332,6 +341,11 @@ def measure_bandwidth(timer: Timer) -> float:
 
 
 def measure_peaks(timer: Timer) -> dict:
+    """Matmul peaks (best of two paced measurements each): bf16 torch.matmul and fp8
+    torch._scaled_mm 8192^3; then, for reference only, bf16 after ~1 s of back-to-back
+    products (the power-capped state). That sustained run comes last: measured before
+    the fp8 peak (as in session 2's runs) it left the card throttled for it (1379 vs
+    1494 TFLOP/s at the end of the same run)."""
     torch = timer.torch
     n = 8192
     out = {}
@@ -339,9 +353,21 @@ def measure_peaks(timer: Timer) -> dict:
     b = torch.randn((n, n), device="cuda", dtype=torch.bfloat16)
     for _ in range(3):
         a @ b
-    us = timer.median_us(lambda: a @ b, reps=20)
+    us = min(timer.median_us(lambda: a @ b, reps=20) for _ in range(2))
     out["bf16"] = 2 * n ** 3 / (us * 1e-6)
-    # for reference: the same product after ~1 s of back-to-back products (power-capped state)
+    try:
+        a8 = a.to(torch.float8_e4m3fn)
+        b8 = b.to(torch.float8_e4m3fn).t().contiguous().t()  # column-major second operand
+        one = torch.ones((), device="cuda")
+        f = lambda: torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=torch.bfloat16,  # noqa: E731
+                                     use_fast_accum=True)
+        for _ in range(3):
+            f()
+        us = min(timer.median_us(f, reps=20) for _ in range(2))
+        out["fp8"] = 2 * n ** 3 / (us * 1e-6)
+    except Exception as e:  # noqa: BLE001
+        out["fp8"] = float("nan")
+        out["fp8_error"] = repr(e)[:200]
     for _ in range(700):
         a @ b
     st, en = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -351,19 +377,7 @@ def measure_peaks(timer: Timer) -> dict:
     en.record()
     torch.cuda.synchronize()
     out["bf16_sustained"] = 2 * n ** 3 * 20 / (st.elapsed_time(en) * 1e-3)
-    try:
-        a8 = a.to(torch.float8_e4m3fn)
-        b8 = b.to(torch.float8_e4m3fn).t().contiguous().t()  # column-major second operand
-        one = torch.ones((), device="cuda")
-        f = lambda: torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=torch.bfloat16,  # noqa: E731
-                                     use_fast_accum=True)
-        for _ in range(3):
-            f()
-        us = timer.median_us(f, reps=20)
-        out["fp8"] = 2 * n ** 3 / (us * 1e-6)
-    except Exception as e:  # noqa: BLE001
-        out["fp8"] = float("nan")
-        out["fp8_error"] = repr(e)[:200]
+    time.sleep(1.0)  # let the clock recover before the next timed work
     return out
 
 

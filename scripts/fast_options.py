@@ -2,10 +2,11 @@
 """A/B of the fast variant's options at fixed configs, one card, one run.
 
 For each (shape, M) the configs come from a committed bench_kernel CSV (the faithful and
-the fast winners). Each config is timed as: the faithful kernel, the fast variant with its
-heuristic FastPlan, and that plan with tile-ordered rows (sort2: GEMM1's output and the
-activation in align's order; sort1: x gathered into that order too), both GEMMs alone and
-the whole layer, with bench_kernel.py's timer (paced, L2 flushed, fresh routing per replay).
+the fast winners). Each config is timed with the fast variant's heuristic FastPlan and
+alternatives of it (--set sort: tile-ordered rows, sort2: GEMM1's output and the activation
+in align's order, sort1: x gathered into that order too; --set cap: the stage cap off, on,
+on keeping at least 2 stages), optionally the faithful kernel too; both GEMMs alone and the
+whole layer, with bench_kernel.py's timer (paced, L2 flushed, fresh routing per replay).
 
 Usage: PYTHONPATH=. python3 scripts/fast_options.py --out $OUT [--ms 256,1024] [--shapes 0,1]
 Writes fast_options_<gpu>.csv under --out.
@@ -45,12 +46,14 @@ def main():
     ap.add_argument("--configs", choices=("fast", "both"), default="fast",
                     help="time the fast winner only, or the faithful winner too")
     ap.add_argument("--faithful", action="store_true", help="also time the faithful kernel")
+    ap.add_argument("--set", choices=("sort", "cap"), default="sort",
+                    help="sort: tile-ordered rows on / off; cap: the stage cap off / floor 1 / floor 2")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
     import torch
     from moeplan.kernels import MoeRunner
-    from moeplan.kernels.fused_moe import FastPlan
+    import moeplan.kernels.fused_moe as fm
     from moeplan.kernels.inputs import make_routing
 
     known = {}
@@ -84,11 +87,17 @@ def main():
                     cfgs.append(c)
             for c in cfgs:
                 heur = base.with_config(c, variant="fast").plan.fast
-                options = [("faithful", "faithful", None)] if args.faithful else []
-                options += [("fast", "fast", heur),
-                           ("fast+sort2", "fast", dataclasses.replace(heur, sort2=True)),
-                           ("fast+sort12", "fast", dataclasses.replace(heur, sort1=True, sort2=True))]
-                for name, variant, fp in options:
+                options = [("faithful", "faithful", None, 1)] if args.faithful else []
+                if args.set == "sort":
+                    options += [("fast", "fast", heur, 1),
+                                ("fast+sort2", "fast", dataclasses.replace(heur, sort2=True), 1),
+                                ("fast+sort12", "fast", dataclasses.replace(heur, sort1=True, sort2=True), 1)]
+                else:  # the stage cap: off, keeping >= 1 stage, keeping >= 2
+                    options += [("cap-off", "fast", dataclasses.replace(heur, fit_stages=False), 1),
+                                ("cap-floor1", "fast", dataclasses.replace(heur, fit_stages=True), 1),
+                                ("cap-floor2", "fast", dataclasses.replace(heur, fit_stages=True), 2)]
+                for name, variant, fp, floor in options:
+                    fm.FAST_STAGE_FLOOR = floor
                     try:
                         r = base.with_config(c, variant=variant, fast=fp)
                         g = bk.time_runner(r, routings, timer, args.reps, gemms_only=True)

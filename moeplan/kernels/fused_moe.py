@@ -602,8 +602,8 @@ def invoke_moe_gemm(
     `a_sorted`: A (and its per-row scales) hold P rows in align's tile order (row p is pair
     sorted_token_ids[p]), read contiguously (through a descriptor with `tma`); `c_sorted`: C
     holds P rows in tile order, sentinel rows and unused tiles written as zeros.
-    `fit_stages` caps num_stages at the K steps one program runs (deeper buffers would hold
-    nothing but take shared memory that could hold another program).
+    `fit_stages` caps num_stages at the K steps one program runs, keeping FAST_STAGE_FLOOR
+    (deeper buffers would hold nothing but take shared memory another program could use).
     """
     assert sorted_token_ids.stride(0) == 1 and C.stride(1) == 1
     if split_k > 1 or out_div > 1:
@@ -657,7 +657,7 @@ def invoke_moe_gemm(
     grid = (cdiv(EM, BM) * cdiv(O, BN), split_k) if split_k > 1 else (cdiv(EM, BM) * cdiv(O, BN),)
     stages = int(config["num_stages"])
     if fit_stages:
-        stages = max(1, min(stages, cdiv(cdiv(I, BK), split_k)))
+        stages = min(stages, max(FAST_STAGE_FLOOR, cdiv(cdiv(I, BK), split_k)))
     extra = {}
     if atomic:
         extra.update(SPLIT=split_k > 1, ATOMIC=True, OUT_DIV=out_div)
@@ -772,6 +772,10 @@ FAST_SORT_ROWS_BLOCK = 32
 # cdiv(2N, BLOCK_SIZE_N) column tiles (Mixtral, 56-112 tiles: 3-8% fewer; Qwen3, 6 tiles,
 # and fp8 x: 2-25% more)
 FAST_SORT1_N_TILES = 32
+# the stage cap keeps at least this many stages (fast_options.py --set cap, H100: at
+# DeepSeek-V3 TP16, M = 256 / 1024 / 4096, both GEMMs 284 / 356 / 643 us with floor 2,
+# 300 / 362 / 667 with floor 1, 286 / 371 / 826 without the cap; elsewhere within 1%)
+FAST_STAGE_FLOOR = 2
 
 
 @dataclass(frozen=True)
@@ -786,8 +790,8 @@ class FastPlan:
     are then contiguous rows; sort2: GEMM1's output and the activation kept in tile order
     (P rows), so GEMM2's A tiles are contiguous rows. Contiguous A tiles go through TMA
     descriptors too when `tma` is on. fit_stages: num_stages capped at the K steps one
-    program runs (GEMM2 at DeepSeek-V3 TP16 runs one: at M64/N256/K128/w8/s3 and M = 4096,
-    698 us with the cap vs 870 without).
+    program runs, but not below FAST_STAGE_FLOOR (GEMM2 at DeepSeek-V3 TP16 runs one K step;
+    its shared memory then holds more programs).
     """
 
     split1: int = 1
