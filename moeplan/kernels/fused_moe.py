@@ -85,13 +85,12 @@ def _e8m0_to_f32(s):
 
 
 @triton.jit
-def _store_zero_rows(c_ptr, offs_tid, offs_m, pid_n, N, stride_cm, stride_cn,
-                     BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr, DOT_M: tl.constexpr,
-                     compute_type: tl.constexpr):
-    """Zeros into the tile's own rows of a tile-ordered C (C_SORTED)."""
+def _store_zero_rows(c_ptr, rows, row_mask, pid_n, N, stride_cm, stride_cn,
+                     BLOCK_SIZE_N: tl.constexpr, DOT_M: tl.constexpr, compute_type: tl.constexpr):
+    """Zeros into rows `rows` (where row_mask) of the tile's column range of C."""
     offs_cn = pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
-    c_ptrs = c_ptr + offs_tid.to(tl.int64)[:, None] * stride_cm + offs_cn[None, :] * stride_cn
-    c_mask = (offs_m < BLOCK_SIZE_M)[:, None] & (offs_cn[None, :] < N)
+    c_ptrs = c_ptr + rows.to(tl.int64)[:, None] * stride_cm + offs_cn[None, :] * stride_cn
+    c_mask = row_mask[:, None] & (offs_cn[None, :] < N)
     tl.store(c_ptrs, tl.zeros((DOT_M, BLOCK_SIZE_N), dtype=compute_type), mask=c_mask)
 
 
@@ -155,9 +154,9 @@ def _moe_gemm_kernel(
     offs_tid = pid_m * BLOCK_SIZE_M + offs_m
     if pid_m * BLOCK_SIZE_M >= num_tokens_post_padded:
         if C_SORTED:
-            if not ATOMIC:
-                _store_zero_rows(c_ptr, offs_tid, offs_m, pid_n, N, stride_cm, stride_cn,
-                                 BLOCK_SIZE_M, BLOCK_SIZE_N, DOT_M, compute_type)
+            if not ATOMIC:  # a tile-ordered C has rows here too: zeros
+                _store_zero_rows(c_ptr, offs_tid, offs_m < BLOCK_SIZE_M, pid_n, N, stride_cm, stride_cn,
+                                 BLOCK_SIZE_N, DOT_M, compute_type)
         return
     if DOT_M == BLOCK_SIZE_M:
         offs_token = tl.load(sorted_token_ids_ptr + offs_tid)
@@ -182,13 +181,11 @@ def _moe_gemm_kernel(
     if off_expert == -1:
         # expert owned by another EP rank: its rows get zeros
         if C_SORTED:
-            _store_zero_rows(c_ptr, offs_tid, offs_m, pid_n, N, stride_cm, stride_cn,
-                             BLOCK_SIZE_M, BLOCK_SIZE_N, DOT_M, compute_type)
-            return
-        offs_cn = pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
-        c_ptrs = c_ptr + offs_token[:, None] * stride_cm + offs_cn[None, :] * stride_cn
-        c_mask = token_mask[:, None] & (offs_cn[None, :] < N)
-        tl.store(c_ptrs, tl.zeros((DOT_M, BLOCK_SIZE_N), dtype=compute_type), mask=c_mask)
+            _store_zero_rows(c_ptr, offs_tid, offs_m < BLOCK_SIZE_M, pid_n, N, stride_cm, stride_cn,
+                             BLOCK_SIZE_N, DOT_M, compute_type)
+        else:
+            _store_zero_rows(c_ptr, offs_token, token_mask, pid_n, N, stride_cm, stride_cn,
+                             BLOCK_SIZE_N, DOT_M, compute_type)
         return
 
     offs_k = tl.arange(0, BLOCK_SIZE_K)
@@ -504,21 +501,19 @@ def positive_scales(s: Optional[torch.Tensor]) -> bool:
     return ok
 
 
+def _tma_box_ok(t: torch.Tensor, box_rows: int, box_cols: int) -> bool:
+    """Can (box_rows, box_cols) tiles of t, viewed as 2-D over its last dim, come through a
+    TMA descriptor? Contiguous, 16-byte aligned base and rows, box rows of >= 16 bytes,
+    box sides of at most 256."""
+    elt = t.element_size()
+    return (t.is_contiguous() and t.data_ptr() % 16 == 0 and (t.shape[-1] * elt) % 16 == 0
+            and box_cols * elt >= 16 and box_rows <= 256 and box_cols <= 256)
+
+
 def tma_eligible(B: torch.Tensor, gq: GemmQuant, BN: int, BK: int) -> bool:
-    """Can B's tiles come through a TMA descriptor? Unpacked 8/16-bit weights (unquantized,
-    w8a8, block w8a8), contiguous, 16-byte aligned base and rows, box sides of at most 256."""
-    if gq.kind not in (Q_NONE, Q_W8A8, Q_W8A8_BLOCK) or not B.is_contiguous():
-        return False
-    elt = B.element_size()
-    return (B.data_ptr() % 16 == 0 and (B.shape[2] * elt) % 16 == 0 and BK * elt >= 16
-            and BN <= 256 and BK <= 256)
-
-
-def a_tma_eligible(A: torch.Tensor, rows: int, BK: int) -> bool:
-    """Can a tile-ordered A's (rows, BK) tiles come through a TMA descriptor?"""
-    elt = A.element_size()
-    return (A.is_contiguous() and A.data_ptr() % 16 == 0 and (A.shape[1] * elt) % 16 == 0
-            and BK * elt >= 16 and rows <= 256 and BK <= 256)
+    """Can B's (BN, BK) tiles come through a TMA descriptor? Unpacked 8/16-bit weights
+    (unquantized, w8a8, block w8a8) that `_tma_box_ok` accepts."""
+    return gq.kind in (Q_NONE, Q_W8A8, Q_W8A8_BLOCK) and _tma_box_ok(B, BN, BK)
 
 
 def effective_block_k(config: dict, gq: GemmQuant) -> int:
@@ -663,14 +658,14 @@ def invoke_moe_gemm(
         extra.update(SPLIT=split_k > 1, ATOMIC=True, OUT_DIV=out_div)
     if one_acc and gq.kind == Q_W8A8_BLOCK and not int_dot and positive_scales(w_s):
         extra.update(ONE_ACC=True)
-    if tma and tma_eligible(B, gq, BN, BK):
+    if tma:
         from triton.tools.tensor_descriptor import TensorDescriptor
+    if tma and tma_eligible(B, gq, BN, BK):
         extra.update(B_DESC=True, b_desc=TensorDescriptor.from_tensor(B.view(B.shape[0] * O, I), [BN, BK]))
     if a_sorted:
         assert A.shape[0] == EM, "a tile-ordered A holds one row per padded row"
         extra.update(A_SORTED=True)
-        if tma and a_tma_eligible(A, max(BM, 16), BK):
-            from triton.tools.tensor_descriptor import TensorDescriptor
+        if tma and _tma_box_ok(A, max(BM, 16), BK):
             extra.update(A_DESC=True, a_desc=TensorDescriptor.from_tensor(A, [max(BM, 16), BK]))
     if c_sorted:
         assert C.shape[0] == EM, "a tile-ordered C holds one row per padded row"
@@ -762,19 +757,21 @@ FAST_MIN_K_STEPS = 4  # each split keeps at least this many BLOCK_SIZE_K steps (
 FAST_SUM_BYTES = 2 << 20  # fuse the top-k sum while the fp32 (M, K) output is no larger (measured:
 # neutral to a few % slower from M*K*4 = 4 MiB up, slower still at 100+ MiB)
 INTERPRETER_SMS = 2  # SM count assumed under the CPU interpreter (so tests exercise splits)
-# tile-ordered rows (sort2) from this many pairs per expert on (measured, H100: 4-11% fewer
-# GEMM microseconds at 256 rows per expert, and at 32 with block-quantized activations,
-# whose per-row scale loads become contiguous too; 1-10% more at 16-64 otherwise)
+# tile-ordered rows (sort2) from this many pairs per expert on (scripts/fast_options.py, H100,
+# both GEMMs: 4-6% fewer microseconds at 256 pairs per expert, 0.5-3% at 1024; 9-11% fewer at
+# 32 with block-quantized activations, whose per-row scale loads become contiguous too;
+# 0.3-10% more at 8-64 pairs per expert)
 FAST_SORT_ROWS = 128
 FAST_SORT_ROWS_BLOCK = 32
 # gather x into tile order (sort1) only for 16-bit x read by many N tiles of GEMM1: the
 # gather is one extra pass over (P, K), repaid by contiguous A tiles in each of the
-# cdiv(2N, BLOCK_SIZE_N) column tiles (Mixtral, 56-112 tiles: 3-8% fewer; Qwen3, 6 tiles,
-# and fp8 x: 2-25% more)
+# cdiv(2N, BLOCK_SIZE_N) column tiles (on top of sort2: Mixtral, 56-112 tiles, 3-8% fewer;
+# Qwen3, 6 tiles, 9-13% more; fp8 x, 2-30% more)
 FAST_SORT1_N_TILES = 32
 # the stage cap keeps at least this many stages (fast_options.py --set cap, H100: at
 # DeepSeek-V3 TP16, M = 256 / 1024 / 4096, both GEMMs 284 / 356 / 643 us with floor 2,
-# 300 / 362 / 667 with floor 1, 286 / 371 / 826 without the cap; elsewhere within 1%)
+# 300 / 362 / 667 with floor 1, 286 / 371 / 826 without the cap; the other 27 points within
+# 1% of no cap, except Qwen3 M=64, 2.5% faster)
 FAST_STAGE_FLOOR = 2
 
 
@@ -808,6 +805,10 @@ class FastPlan:
             raise ValueError(f"split-K factors must be >= 1, got {self.split1}, {self.split2}")
         if self.split2 > 1 and not self.fuse_sum:
             raise ValueError("split2 > 1 needs fuse_sum (the splits meet in the fp32 output)")
+
+
+# the faithful kernel as a plan: none of the fast variant's changes
+FAITHFUL = FastPlan(one_acc=False, fit_stages=False)
 
 
 def _split_k(programs: int, k_steps: int, sms: int) -> int:
@@ -882,7 +883,7 @@ class LayerPlan:
         if variant == "fast" and fast is None:
             fast = fast_plan(s, config, self.q1, self.q2, _sm_count(device), tma=_has_tma(device))
         self.fast = fast if variant == "fast" else None
-        fp = self.fast or FastPlan()
+        fp = self.fast or FAITHFUL
         P = self.align.sorted_token_ids.shape[0]
         R = P if fp.sort2 else T  # rows of GEMM1's output and the activation
         self.R = R
@@ -963,14 +964,14 @@ class LayerPlan:
         sorted_ids, expert_ids, ntpp = self.align.outputs()
         if self.work is not None:
             self.work.zero_()  # the fast variant's atomic outputs (GEMM1 partials, top-k sum)
-        fp = self.fast or FastPlan()
+        fp = self.fast or FAITHFUL
         if fp.sort1:
             a, a_s = self._gather_x(a, a_s, sorted_ids)
         invoke_moe_gemm(a, w1, self.c1, a_s, self.q1, self.w1_bias, None, sorted_ids, expert_ids, ntpp,
                         False, self.shape.topk, self.config, self.T,
                         split_k=fp.split1, atomic=fp.split1 > 1, compute_dtype=self.dtype,
-                        tma=fp.tma, one_acc=self.fast is not None and fp.one_acc,
-                        a_sorted=fp.sort1, c_sorted=fp.sort2, fit_stages=self.fast is not None and fp.fit_stages)
+                        tma=fp.tma, one_acc=fp.one_acc, a_sorted=fp.sort1, c_sorted=fp.sort2,
+                        fit_stages=fp.fit_stages)
 
     def run_activation(self):
         q = self.q2
@@ -989,7 +990,7 @@ class LayerPlan:
     def run_gemm2(self, w2, topk_weights):
         a, a_s = self._a2
         sorted_ids, expert_ids, ntpp = self.align.outputs()
-        fp = self.fast or FastPlan()
+        fp = self.fast or FAITHFUL
         if self.out32 is not None:
             invoke_moe_gemm(a, w2, self.out32, a_s, self.q2, self.w2_bias, topk_weights, sorted_ids, expert_ids,
                             ntpp, True, 1, self.config, self.T, split_k=fp.split2, atomic=True,
@@ -997,9 +998,8 @@ class LayerPlan:
                             one_acc=fp.one_acc, a_sorted=fp.sort2, fit_stages=fp.fit_stages)
             return
         invoke_moe_gemm(a, w2, self.c2, a_s, self.q2, self.w2_bias, topk_weights, sorted_ids, expert_ids,
-                        ntpp, True, 1, self.config, self.T, tma=fp.tma,
-                        one_acc=self.fast is not None and fp.one_acc, a_sorted=fp.sort2,
-                        fit_stages=self.fast is not None and fp.fit_stages)
+                        ntpp, True, 1, self.config, self.T, tma=fp.tma, one_acc=fp.one_acc,
+                        a_sorted=fp.sort2, fit_stages=fp.fit_stages)
 
     def run_sum(self, out):
         s = self.shape
