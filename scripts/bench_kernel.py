@@ -155,6 +155,9 @@ def sweep(spec: Spec, M: int, quick: bool = False) -> list[dict]:
                 cfg(64, 128, bkc, 16, 4, 4)]
         if fp8 and not block:
             out += [cfg(64, 128, 256, 16, 4, 3), cfg(128, 128, 256, 16, 8, 3)]
+        # one warpgroup on a 128-row tile (session 4): at 64-100 pairs per expert each
+        # expert fits one 128-row tile, so B is streamed once, with half the registers of 8 warps
+        out += [cfg(128, 128, bkc, 1, 4, 5), cfg(128, 128, bkc, 1, 4, 4)]
     else:  # compute-bound end
         for bm in (64, 128):
             for bn in (128, 256):

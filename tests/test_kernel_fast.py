@@ -176,23 +176,30 @@ def test_fast_plan_heuristic():
     assert small.split1 > 1 and small.fuse_sum
     assert small.split1 <= 7168 // 128 // 4  # at least 4 K steps per split
     big = fast_plan(LayerShape(4096, 256, 256, 128, 7168, 8), config(64, 128, 128), q, q, sms=132)
-    # 4096 * 7168 * 4 bytes > FAST_SUM_BYTES (2 MiB); 128 pairs per expert: tile-ordered
-    # rows; x not gathered (2N = 256 is only 2 column tiles)
-    assert big == FastPlan(1, 1, False, tma=True, sort2=True)
+    # 4096 * 7168 * 4 bytes > FAST_SUM_BYTES (2 MiB); 128 pairs per expert of 16-bit
+    # activations: pair order (tile order from FAST_SORT_ROWS = 1024)
+    assert big == FastPlan(1, 1, False, tma=True)
     mid = fast_plan(LayerShape(64, 8, 8, 7168, 4096, 2), config(64, 128, 64), q, q, sms=132)
     assert mid.split1 == 1 and mid.fuse_sum  # enough programs; fp32 (64, 4096) output is 1 MiB
     assert not mid.sort2  # 16 pairs per expert
     m256 = fast_plan(LayerShape(256, 8, 8, 7168, 4096, 2), config(64, 128, 64), q, q, sms=132)
     assert not m256.fuse_sum and not m256.sort2  # 64 pairs per expert
-    # Mixtral at 256 pairs per expert: tile-ordered rows, and x gathered (112 column tiles)
-    mix = fast_plan(LayerShape(1024, 8, 8, 14336, 4096, 2), config(128, 256, 64), q, q, sms=132)
+    assert not fast_plan(LayerShape(1024, 8, 8, 14336, 4096, 2), config(128, 256, 64), q, q, sms=132).sort2
+    # Mixtral at 1024 pairs per expert: tile-ordered rows, and x gathered (112 column tiles)
+    mix = fast_plan(LayerShape(4096, 8, 8, 14336, 4096, 2), config(128, 256, 64), q, q, sms=132)
     assert mix.sort2 and mix.sort1
-    # block-quantized activations: tile order from 32 pairs per expert; never gather fp8 x
+    # Qwen3-like: 1024 pairs per expert but only 6 column tiles: tile order without the gather
+    qw = fast_plan(LayerShape(16384, 128, 128, 768, 2048, 8), config(128, 256, 64), q, q, sms=132)
+    assert qw.sort2 and not qw.sort1
+    # per-tensor fp8 activations: never tile order, even at 1024 pairs per expert
+    qt = gemm_quant(make_moe_inputs(2, 4, 64, 128, 2, "bf16", "fp8_w8a8", device="cpu").quant, "w2")
+    assert not fast_plan(LayerShape(4096, 8, 8, 7168, 4096, 2), config(128, 256, 128), qt, qt, sms=132).sort2
+    # block-quantized activations: tile order from 128 pairs per expert; never gather fp8 x
     qb = gemm_quant(make_moe_inputs(2, 4, 64, 128, 2, "bf16", "fp8_w8a8", device="cpu",
                                     block_shape=[32, 32]).quant, "w2")
-    ds = fast_plan(LayerShape(1024, 256, 256, 512, 7168, 8), config(64, 128, 128), qb, qb, sms=132)
+    ds = fast_plan(LayerShape(4096, 256, 256, 512, 7168, 8), config(64, 128, 128), qb, qb, sms=132)
     assert ds.sort2 and not ds.sort1
-    assert not fast_plan(LayerShape(256, 256, 256, 512, 7168, 8), config(16, 128, 128), qb, qb, sms=132).sort2
+    assert not fast_plan(LayerShape(1024, 256, 256, 512, 7168, 8), config(64, 128, 128), qb, qb, sms=132).sort2
 
 
 def test_fast_plan_validation():

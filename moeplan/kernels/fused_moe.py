@@ -44,6 +44,11 @@ Q_FP8_W8A16 = 4  # fp8 e4m3 weights, 16-bit activations: per tensor / channel / 
 Q_MXFP4 = 5  # OCP MXFP4 weights (E2M1 two per byte along I, one E8M0 scale per 32), 16-bit activations
 MX_GROUP = 32  # values per E8M0 scale
 
+# Sentinel (padding) rows of a pair-ordered A are masked out of the loads, as in the engine's
+# kernel. Unmasked, every sentinel row of every tile reads row 0 of A: at mid M, where a
+# 128-row tile is half padding, those requests pile onto the few L2 lines of that row.
+# (A switch only for the A/B in scripts/fast_options.py --set mask.)
+MASK_SENTINEL_ROWS = True
 CHUNK_TOKENS = 32768  # the layer processes at most this many tokens at once (bounds memory)
 
 
@@ -136,6 +141,9 @@ def _moe_gemm_kernel(
     # the used rows, so every row of C is defined
     A_SORTED: tl.constexpr = False, A_DESC: tl.constexpr = False, a_desc=None,
     C_SORTED: tl.constexpr = False,
+    # sentinel rows of a pair-ordered A are masked out of the A (and per-step A scale)
+    # loads, as the engine's kernel does; unmasked, they all read row 0 (see MASK_SENTINEL_ROWS)
+    MASK_ROWS: tl.constexpr = True,
 ):
     # ---- grouped program order -------------------------------------------------------
     pid = tl.program_id(0)
@@ -164,7 +172,8 @@ def _moe_gemm_kernel(
         offs_token = tl.load(sorted_token_ids_ptr + offs_tid, mask=offs_m < BLOCK_SIZE_M,
                              other=num_valid_tokens)
     token_mask = offs_token < num_valid_tokens
-    # sentinel rows read row 0 (always valid memory) and are never stored
+    # sentinel rows point at row 0 (always valid memory), are masked out of the loads
+    # (MASK_ROWS) and are never stored
     if A_SORTED:
         if DOT_M == BLOCK_SIZE_M:
             a_rows = offs_tid.to(tl.int64)
@@ -251,7 +260,10 @@ def _moe_gemm_kernel(
     if QUANT == 2:
         if ONE_ACC:
             ks0 = (k_lo * BLOCK_SIZE_K) // group_k
-            prev_a = tl.load(a_scale_ptrs + ks0 * stride_ask)
+            if MASK_ROWS:
+                prev_a = tl.load(a_scale_ptrs + ks0 * stride_ask, mask=token_mask, other=1.0)
+            else:
+                prev_a = tl.load(a_scale_ptrs + ks0 * stride_ask)
             prev_b = tl.load(b_scale_ptrs + ks0 * stride_bsk)
     if B_DESC:
         b_row = (off_expert * N + pid_n * BLOCK_SIZE_N).to(tl.int32)
@@ -261,9 +273,15 @@ def _moe_gemm_kernel(
         if A_DESC:
             a = a_desc.load([a_row, k * BLOCK_SIZE_K])  # (DOT_M, BK); zeros past I
         elif EVEN_K:
-            a = tl.load(a_ptrs)
+            if MASK_ROWS:
+                a = tl.load(a_ptrs, mask=token_mask[:, None], other=0.0)
+            else:
+                a = tl.load(a_ptrs)
         else:
-            a = tl.load(a_ptrs, mask=offs_k[None, :] < K - k * BLOCK_SIZE_K, other=0.0)
+            a_mask = offs_k[None, :] < K - k * BLOCK_SIZE_K
+            if MASK_ROWS:
+                a_mask = a_mask & token_mask[:, None]
+            a = tl.load(a_ptrs, mask=a_mask, other=0.0)
         if B_DESC:
             b = b_desc.load([b_row, k * BLOCK_SIZE_K]).T  # (BK, BN) view of a K-major tile
         elif EVEN_K:
@@ -279,7 +297,10 @@ def _moe_gemm_kernel(
                 accumulator = _dot(a, b, accumulator, UPCAST)
         elif QUANT == 2:
             ks = (k * BLOCK_SIZE_K) // group_k
-            a_s = tl.load(a_scale_ptrs + ks * stride_ask)
+            if MASK_ROWS:  # 1.0, not 0: the one-accumulator form divides by it
+                a_s = tl.load(a_scale_ptrs + ks * stride_ask, mask=token_mask, other=1.0)
+            else:
+                a_s = tl.load(a_scale_ptrs + ks * stride_ask)
             b_s = tl.load(b_scale_ptrs + ks * stride_bsk)
             if ONE_ACC:
                 accumulator = accumulator * ((prev_a / a_s)[:, None] * (prev_b / b_s)[None, :])
@@ -664,9 +685,11 @@ def invoke_moe_gemm(
         extra.update(B_DESC=True, b_desc=TensorDescriptor.from_tensor(B.view(B.shape[0] * O, I), [BN, BK]))
     if a_sorted:
         assert A.shape[0] == EM, "a tile-ordered A holds one row per padded row"
-        extra.update(A_SORTED=True)
+        extra.update(A_SORTED=True, MASK_ROWS=False)  # its sentinel rows are distinct real rows
         if tma and _tma_box_ok(A, max(BM, 16), BK):
             extra.update(A_DESC=True, a_desc=TensorDescriptor.from_tensor(A, [max(BM, 16), BK]))
+    else:
+        extra.update(MASK_ROWS=MASK_SENTINEL_ROWS)
     if c_sorted:
         assert C.shape[0] == EM, "a tile-ordered C holds one row per padded row"
         extra.update(C_SORTED=True)
@@ -757,16 +780,22 @@ FAST_MIN_K_STEPS = 4  # each split keeps at least this many BLOCK_SIZE_K steps (
 FAST_SUM_BYTES = 2 << 20  # fuse the top-k sum while the fp32 (M, K) output is no larger (measured:
 # neutral to a few % slower from M*K*4 = 4 MiB up, slower still at 100+ MiB)
 INTERPRETER_SMS = 2  # SM count assumed under the CPU interpreter (so tests exercise splits)
-# tile-ordered rows (sort2) from this many pairs per expert on (scripts/fast_options.py, H100,
-# both GEMMs: 4-6% fewer microseconds at 256 pairs per expert, 0.5-3% at 1024; 9-11% fewer at
-# 32 with block-quantized activations, whose per-row scale loads become contiguous too;
-# 0.3-10% more at 8-64 pairs per expert)
-FAST_SORT_ROWS = 128
-FAST_SORT_ROWS_BLOCK = 32
+# tile-ordered rows (sort2) from this many pairs per expert on (scripts/fast_options.py --set
+# sort, H100, write flush, both GEMMs, with sentinel rows masked out of the A loads): with
+# 16-bit activations 1-6% more microseconds at 256 pairs per expert (the P - T padding rows it
+# writes and activates outweigh contiguous A tiles), 2-6% fewer at 1024; with per-tensor fp8
+# activations (half the bytes to make contiguous) 4% more at 256 and 2% more at 1024: off;
+# with block-quantized activations (per-row scale loads become contiguous too) neutral at 32,
+# 2-4% fewer at 128 (DeepSeek-V3 TP4), 26% fewer at 128 with one K step in GEMM2 (TP16).
+# Session 3 had found it paying from 128 / 32: its pair-ordered loads were then slowed by
+# every sentinel row reading row 0, which tile order avoided.
+FAST_SORT_ROWS = 1024
+FAST_SORT_ROWS_BLOCK = 128
 # gather x into tile order (sort1) only for 16-bit x read by many N tiles of GEMM1: the
 # gather is one extra pass over (P, K), repaid by contiguous A tiles in each of the
-# cdiv(2N, BLOCK_SIZE_N) column tiles (on top of sort2: Mixtral, 56-112 tiles, 3-8% fewer;
-# Qwen3, 6 tiles, 9-13% more; fp8 x, 2-30% more)
+# cdiv(2N, BLOCK_SIZE_N) column tiles (on top of sort2, Mixtral TP1 at 1024 pairs per expert,
+# 112 tiles: 2% fewer; session 3, before the masked loads: Qwen3, 6 tiles, 9-13% more; fp8 x,
+# 2-30% more)
 FAST_SORT1_N_TILES = 32
 # the stage cap keeps at least this many stages (fast_options.py --set cap, H100: at
 # DeepSeek-V3 TP16, M = 256 / 1024 / 4096, both GEMMs 284 / 356 / 643 us with floor 2,
@@ -834,7 +863,10 @@ def fast_plan(shape: LayerShape, config: dict, q1: "GemmQuant", q2: "GemmQuant",
     split2 = _split_k(m_tiles * cdiv(s.K, BN), cdiv(s.N, effective_block_k(config, q2)), sms)
     fuse = split2 > 1 or s.M * s.K * 4 <= FAST_SUM_BYTES
     rows_per_expert = T / max(1, min(s.E_global, T))
-    sort2 = rows_per_expert >= (FAST_SORT_ROWS_BLOCK if q2.act_mode == "group" else FAST_SORT_ROWS)
+    if q2.act_mode == "group":
+        sort2 = rows_per_expert >= FAST_SORT_ROWS_BLOCK
+    else:  # 8-bit per-tensor / per-token activations: never (measured 2-4% slower at 256-1024)
+        sort2 = q2.act_dtype is None and rows_per_expert >= FAST_SORT_ROWS
     sort1 = sort2 and q1.act_dtype is None and cdiv(2 * s.N, BN) >= FAST_SORT1_N_TILES
     return FastPlan(split1, split2, fuse, tma=tma, sort1=sort1, sort2=sort2)
 
