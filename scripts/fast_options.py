@@ -8,7 +8,6 @@ heuristic FastPlan and alternatives of it, chosen by --set:
           order), sort1 too (x gathered into that order);
   cap     the stage cap off, on, on keeping at least 2 stages;
   split2  GEMM2 split 2 to 4 ways into the fused top-k sum;
-  mask    sentinel rows masked out of the A loads or all reading row 0 (faithful and fast);
 optionally the faithful kernel too (--faithful); both GEMMs alone and the whole layer, with
 bench_kernel.py's timer (paced, L2 flushed, fresh routing per replay).
 
@@ -50,10 +49,9 @@ def main():
     ap.add_argument("--configs", choices=("fast", "both"), default="fast",
                     help="time the fast winner only, or the faithful winner too")
     ap.add_argument("--faithful", action="store_true", help="also time the faithful kernel")
-    ap.add_argument("--set", choices=("sort", "cap", "split2", "mask"), default="sort",
+    ap.add_argument("--set", choices=("sort", "cap", "split2"), default="sort",
                     help="sort: tile-ordered rows on / off; cap: the stage cap off / floor 1 / floor 2; "
-                         "split2: GEMM2 split 2-4 ways along N into the fused top-k sum; mask: sentinel "
-                         "rows masked out of A loads or all reading row 0, both variants")
+                         "split2: GEMM2 split 2-4 ways along N into the fused top-k sum")
     ap.add_argument("--extra-configs", default="",
                     help="more configs to time at every point, e.g. M128/N128/K64/G1/w4/s5 (comma-separated)")
     args = ap.parse_args()
@@ -96,15 +94,12 @@ def main():
                     cfgs.append(c)
             for c in cfgs:
                 heur = base.with_config(c, variant="fast").plan.fast
-                options = [("faithful", "faithful", None, 1)] if args.faithful and args.set != "mask" else []
+                options = [("faithful", "faithful", None, 1)] if args.faithful else []
                 if args.set == "sort":
                     options += [("fast", "fast", heur, 2),
                                 ("fast-nosort", "fast", dataclasses.replace(heur, sort1=False, sort2=False), 2),
                                 ("fast+sort2", "fast", dataclasses.replace(heur, sort1=False, sort2=True), 2),
                                 ("fast+sort12", "fast", dataclasses.replace(heur, sort1=True, sort2=True), 2)]
-                elif args.set == "mask":  # sentinel rows: masked (the engine's way) or reading row 0
-                    options += [("faithful", "faithful", None, 2), ("faithful-rows0", "faithful", None, 2, False),
-                                ("fast", "fast", heur, 2), ("fast-rows0", "fast", heur, 2, False)]
                 elif args.set == "split2":  # GEMM2 split along its reduction (needs the fused sum)
                     options += [("fast", "fast", heur, 2)]
                     options += [(f"fast+split2={n}", "fast", dataclasses.replace(heur, split2=n, fuse_sum=True), 2)
@@ -113,9 +108,8 @@ def main():
                     options += [("cap-off", "fast", dataclasses.replace(heur, fit_stages=False), 1),
                                 ("cap-floor1", "fast", dataclasses.replace(heur, fit_stages=True), 1),
                                 ("cap-floor2", "fast", dataclasses.replace(heur, fit_stages=True), 2)]
-                for name, variant, fp, floor, *mask in options:
+                for name, variant, fp, floor in options:
                     fm.FAST_STAGE_FLOOR = floor
-                    fm.MASK_SENTINEL_ROWS = mask[0] if mask else True
                     try:
                         r = base.with_config(c, variant=variant, fast=fp)
                         g = bk.time_runner(r, routings, timer, args.reps, gemms_only=True)

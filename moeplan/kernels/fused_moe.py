@@ -44,11 +44,6 @@ Q_FP8_W8A16 = 4  # fp8 e4m3 weights, 16-bit activations: per tensor / channel / 
 Q_MXFP4 = 5  # OCP MXFP4 weights (E2M1 two per byte along I, one E8M0 scale per 32), 16-bit activations
 MX_GROUP = 32  # values per E8M0 scale
 
-# Sentinel (padding) rows of a pair-ordered A are masked out of the loads, as in the engine's
-# kernel. Unmasked, every sentinel row of every tile reads row 0 of A: at mid M, where a
-# 128-row tile is half padding, those requests pile onto the few L2 lines of that row.
-# (A switch only for the A/B in scripts/fast_options.py --set mask.)
-MASK_SENTINEL_ROWS = True
 CHUNK_TOKENS = 32768  # the layer processes at most this many tokens at once (bounds memory)
 
 
@@ -141,9 +136,6 @@ def _moe_gemm_kernel(
     # the used rows, so every row of C is defined
     A_SORTED: tl.constexpr = False, A_DESC: tl.constexpr = False, a_desc=None,
     C_SORTED: tl.constexpr = False,
-    # sentinel rows of a pair-ordered A are masked out of the A (and per-step A scale)
-    # loads, as the engine's kernel does; unmasked, they all read row 0 (see MASK_SENTINEL_ROWS)
-    MASK_ROWS: tl.constexpr = True,
 ):
     # ---- grouped program order -------------------------------------------------------
     pid = tl.program_id(0)
@@ -172,8 +164,12 @@ def _moe_gemm_kernel(
         offs_token = tl.load(sorted_token_ids_ptr + offs_tid, mask=offs_m < BLOCK_SIZE_M,
                              other=num_valid_tokens)
     token_mask = offs_token < num_valid_tokens
-    # sentinel rows point at row 0 (always valid memory), are masked out of the loads
-    # (MASK_ROWS) and are never stored
+    # Sentinel rows of a pair-ordered A point at row 0 (valid memory), are never stored and
+    # are masked out of the A (and per-step A scale) loads, as in the engine's kernel:
+    # unmasked, every padding row of every program read row 0, and at mid M, where a 128-row
+    # tile is half padding, those requests piled onto that row's few L2 lines (Mixtral TP1
+    # M=256 at M128/N128/K64/G1/w4/s5: 1287 us unmasked, 1005 masked, H100). A tile-ordered A
+    # has real (or zeroed) rows there: no mask.
     if A_SORTED:
         if DOT_M == BLOCK_SIZE_M:
             a_rows = offs_tid.to(tl.int64)
@@ -260,7 +256,7 @@ def _moe_gemm_kernel(
     if QUANT == 2:
         if ONE_ACC:
             ks0 = (k_lo * BLOCK_SIZE_K) // group_k
-            if MASK_ROWS:
+            if not A_SORTED:
                 prev_a = tl.load(a_scale_ptrs + ks0 * stride_ask, mask=token_mask, other=1.0)
             else:
                 prev_a = tl.load(a_scale_ptrs + ks0 * stride_ask)
@@ -273,13 +269,13 @@ def _moe_gemm_kernel(
         if A_DESC:
             a = a_desc.load([a_row, k * BLOCK_SIZE_K])  # (DOT_M, BK); zeros past I
         elif EVEN_K:
-            if MASK_ROWS:
+            if not A_SORTED:
                 a = tl.load(a_ptrs, mask=token_mask[:, None], other=0.0)
             else:
                 a = tl.load(a_ptrs)
         else:
             a_mask = offs_k[None, :] < K - k * BLOCK_SIZE_K
-            if MASK_ROWS:
+            if not A_SORTED:
                 a_mask = a_mask & token_mask[:, None]
             a = tl.load(a_ptrs, mask=a_mask, other=0.0)
         if B_DESC:
@@ -297,7 +293,7 @@ def _moe_gemm_kernel(
                 accumulator = _dot(a, b, accumulator, UPCAST)
         elif QUANT == 2:
             ks = (k * BLOCK_SIZE_K) // group_k
-            if MASK_ROWS:  # 1.0, not 0: the one-accumulator form divides by it
+            if not A_SORTED:  # 1.0, not 0: the one-accumulator form divides by it
                 a_s = tl.load(a_scale_ptrs + ks * stride_ask, mask=token_mask, other=1.0)
             else:
                 a_s = tl.load(a_scale_ptrs + ks * stride_ask)
@@ -685,11 +681,9 @@ def invoke_moe_gemm(
         extra.update(B_DESC=True, b_desc=TensorDescriptor.from_tensor(B.view(B.shape[0] * O, I), [BN, BK]))
     if a_sorted:
         assert A.shape[0] == EM, "a tile-ordered A holds one row per padded row"
-        extra.update(A_SORTED=True, MASK_ROWS=False)  # its sentinel rows are distinct real rows
+        extra.update(A_SORTED=True)
         if tma and _tma_box_ok(A, max(BM, 16), BK):
             extra.update(A_DESC=True, a_desc=TensorDescriptor.from_tensor(A, [max(BM, 16), BK]))
-    else:
-        extra.update(MASK_ROWS=MASK_SENTINEL_ROWS)
     if c_sorted:
         assert C.shape[0] == EM, "a tile-ordered C holds one row per padded row"
         extra.update(C_SORTED=True)
@@ -782,11 +776,12 @@ FAST_SUM_BYTES = 2 << 20  # fuse the top-k sum while the fp32 (M, K) output is n
 INTERPRETER_SMS = 2  # SM count assumed under the CPU interpreter (so tests exercise splits)
 # tile-ordered rows (sort2) from this many pairs per expert on (scripts/fast_options.py --set
 # sort, H100, write flush, both GEMMs, with sentinel rows masked out of the A loads): with
-# 16-bit activations 1-6% more microseconds at 256 pairs per expert (the P - T padding rows it
-# writes and activates outweigh contiguous A tiles), 2-6% fewer at 1024; with per-tensor fp8
-# activations (half the bytes to make contiguous) 4% more at 256 and 2% more at 1024: off;
-# with block-quantized activations (per-row scale loads become contiguous too) neutral at 32,
-# 2-4% fewer at 128 (DeepSeek-V3 TP4), 26% fewer at 128 with one K step in GEMM2 (TP16).
+# 16-bit activations 1-2% more microseconds at 256 pairs per expert and 1-6% more at 16-64
+# (the P - T padding rows it writes and activates outweigh contiguous A tiles), 2-6% fewer at
+# 1024; with per-tensor fp8 activations (half the bytes to make contiguous) 4% more at 256 and
+# 2% more at 1024: off; with block-quantized activations (per-row scale loads become
+# contiguous too) neutral at 32, 2-10% fewer at 128 (DeepSeek-V3 TP4), 26% fewer at 128 with
+# one K step in GEMM2 (TP16).
 # Session 3 had found it paying from 128 / 32: its pair-ordered loads were then slowed by
 # every sentinel row reading row 0, which tile order avoided.
 FAST_SORT_ROWS = 1024
@@ -1023,15 +1018,11 @@ class LayerPlan:
         a, a_s = self._a2
         sorted_ids, expert_ids, ntpp = self.align.outputs()
         fp = self.fast or FAITHFUL
-        if self.out32 is not None:
-            invoke_moe_gemm(a, w2, self.out32, a_s, self.q2, self.w2_bias, topk_weights, sorted_ids, expert_ids,
-                            ntpp, True, 1, self.config, self.T, split_k=fp.split2, atomic=True,
-                            out_div=self.shape.topk, compute_dtype=self.dtype, tma=fp.tma,
-                            one_acc=fp.one_acc, a_sorted=fp.sort2, fit_stages=fp.fit_stages)
-            return
-        invoke_moe_gemm(a, w2, self.c2, a_s, self.q2, self.w2_bias, topk_weights, sorted_ids, expert_ids,
-                        ntpp, True, 1, self.config, self.T, tma=fp.tma, one_acc=fp.one_acc,
-                        a_sorted=fp.sort2, fit_stages=fp.fit_stages)
+        fused = self.out32 is not None  # top-k sum by atomics into (M, K) fp32, else (T, K) rows
+        invoke_moe_gemm(a, w2, self.out32 if fused else self.c2, a_s, self.q2, self.w2_bias, topk_weights,
+                        sorted_ids, expert_ids, ntpp, True, 1, self.config, self.T, split_k=fp.split2,
+                        atomic=fused, out_div=self.shape.topk if fused else 1, compute_dtype=self.dtype,
+                        tma=fp.tma, one_acc=fp.one_acc, a_sorted=fp.sort2, fit_stages=fp.fit_stages)
 
     def run_sum(self, out):
         s = self.shape
