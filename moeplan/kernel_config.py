@@ -71,11 +71,23 @@ def default_config(
     topk: int,
     dtype: Optional[str] = None,
     block_shape: Optional[Sequence[int]] = None,
+    heuristic: str = "2026",
 ) -> KernelConfig:
-    """The engine's default-config heuristic (vLLM 0.33, CUDA): what a user gets with no table.
+    """The engine's default-config heuristic on CUDA: what a user gets with no table.
 
     `dtype` is the config-name string (`fp8_w8a8`, `int8_w8a16`, `int4_w4a16`, `float32` or None).
+    `heuristic` names the rule (an engine profile's `heuristic`): "2026" is vLLM 0.33's; "2025"
+    the older one (one tile for M <= E, another above; block fp8 a fixed 64-row tile), whose
+    configs carry no launch options, so Triton's defaults (4 warps, 3 stages) apply.
     """
+    if heuristic == "2025":
+        if dtype == "fp8_w8a8" and block_shape is not None and all(block_shape):
+            return KernelConfig(64, int(block_shape[0]), int(block_shape[1]), 32, 4, 3)
+        if M <= E:
+            return KernelConfig(16, 32, 64, 1, 4, 3)
+        return KernelConfig(64, 64, 32, 8, 4, 3)
+    if heuristic != "2026":
+        raise ValueError(f"unknown default-config heuristic {heuristic!r}; valid: 2025, 2026")
     if dtype == "fp8_w8a8" and block_shape is not None and all(block_shape):
         bn, bk = int(block_shape[0]), int(block_shape[1])
         if M <= 8 and bn % 64 == 0:

@@ -1,0 +1,151 @@
+"""Launch geometry: what one config of the fused-MoE kernel launches, under an engine profile.
+
+The tuner's pruning and the kernel's launcher both ask these questions (the effective
+BLOCK_SIZE_K, shared memory, how many M tiles the grid has, whether the tile is computed
+transposed, whether align runs); both answer them here, so they cannot disagree.
+
+Letters: M tokens, E experts on the device (E_g global ids, the values in topk_ids), K hidden
+size, N intermediate size per TP shard, topk experts per token, T = M * topk (token, slot)
+pairs, P padded rows after align, BM/BN/BK/G the BLOCK_SIZE_M/N/K and GROUP_SIZE_M knobs.
+
+Pure Python (no torch, no triton).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from moeplan.engine import EP_ALIGN_DROP, EngineProfile
+
+SM90_SMEM_BYTES = 232448  # 227 KiB: the opt-in shared memory per block on sm_90 (H100, H200)
+
+# Bytes per element of the GEMM operands, per --dtype scheme: (activation tile A, weight tile B).
+# Weight-only schemes dequantize in registers; their B tile is loaded packed.
+OPERAND_BYTES: dict[str, tuple[float, float]] = {
+    "bf16": (2, 2), "fp16": (2, 2), "fp32": (4, 4),
+    "fp8_w8a8": (1, 1), "int8_w8a8": (1, 1),
+    "fp8_w8a16": (2, 1), "int8_w8a16": (2, 1),
+    "int4_w4a16": (2, 0.5), "mxfp4": (2, 0.5), "nvfp4": (2, 0.5),
+}
+
+
+@dataclass(frozen=True)
+class ShapeInfo:
+    """The layer a table is tuned for, as launch geometry needs it."""
+
+    E: int  # experts on the device
+    N: int
+    K: int
+    topk: int
+    scheme: str = "bf16"
+    block_shape: Optional[tuple[int, int]] = None
+    E_global: Optional[int] = None  # experts in topk_ids (EP); None = E (no expert map)
+
+    @property
+    def num_experts_routed(self) -> int:
+        return self.E_global or self.E
+
+    @property
+    def has_expert_map(self) -> bool:
+        return self.E_global is not None
+
+    @property
+    def operand_bytes(self) -> tuple[float, float]:
+        return OPERAND_BYTES.get(self.scheme, (2, 2))
+
+    @property
+    def w8a8_block(self) -> Optional[tuple[int, int]]:
+        """[bn, bk] when both activations and weights are block-quantized (BN/BK divisibility, BK clamp)."""
+        if self.block_shape and self.scheme in ("fp8_w8a8", "int8_w8a8") and all(self.block_shape):
+            return (int(self.block_shape[0]), int(self.block_shape[1]))
+        return None
+
+    @property
+    def group_size(self) -> Optional[int]:
+        """Weight-only quantization group along K (int4/int8/fp8 weight-only with [0, G] or [bn, G])."""
+        if self.scheme in ("int8_w8a16", "int4_w4a16", "fp8_w8a16") and self.block_shape and self.block_shape[1]:
+            return int(self.block_shape[1])
+        return None
+
+    @property
+    def grouped_weight_only(self) -> bool:
+        """The engine's grouped weight-only int4/int8 path (no naive assignment there)."""
+        return self.scheme in ("int8_w8a16", "int4_w4a16") and self.group_size is not None
+
+
+def effective_block_k(block_k: int, w8a8_block: Optional[tuple[int, int]]) -> int:
+    """BLOCK_SIZE_K as the kernel runs it: with block quantization [bn, bk], min(BK, bn, bk)."""
+    if w8a8_block is not None:
+        return min(int(block_k), min(w8a8_block))
+    return int(block_k)
+
+
+def smem_bytes(block_m: int, block_n: int, block_k: int, num_stages: int, shape: ShapeInfo) -> int:
+    """Estimated shared memory of one program: num_stages buffers of one A and one B tile
+    (the same bytes whether or not the tile is computed transposed)."""
+    a, b = shape.operand_bytes
+    bk = effective_block_k(block_k, shape.w8a8_block)
+    per_stage = block_m * bk * a + bk * block_n * b
+    return int(math.ceil(max(num_stages, 1) * per_stage))
+
+
+def max_padded_rows(num_pairs: int, num_experts: int, block_m: int) -> int:
+    """Upper bound on align's padded rows: T + min(E, T) * (BM - 1), rounded up to BM.
+
+    At most min(E, T) experts are hit and each wastes at most BM - 1 rows. E counts the
+    experts align sorts into: the global ones when EP pairs are padded, the local ones when
+    they are dropped.
+    """
+    rows = num_pairs + min(num_experts, num_pairs) * (block_m - 1)
+    return -(-max(rows, 1) // block_m) * block_m
+
+
+@dataclass(frozen=True)
+class Launch:
+    """The facts of one config's launches at batch M (both GEMMs share BM, BN, the row plan)."""
+
+    block_m: int
+    naive: bool  # align skipped: each pair its own M tile
+    swap: bool  # tiles computed transposed
+    ep_drop: bool  # non-local pairs dropped by align (an expert map and a "drop" profile)
+    padded_rows: int  # P: rows of sorted_token_ids (the grid's M extent is P // BM)
+    align_experts: int  # experts align sorts into (local when dropping, global when padding)
+    block_k1: int  # effective BLOCK_SIZE_K of GEMM1 (reduction K)
+    block_k2: int  # ... of GEMM2 (reduction N)
+    smem: int  # shared-memory estimate of one program
+
+    @property
+    def m_tiles(self) -> int:
+        return self.padded_rows // self.block_m
+
+
+def plan_launch(profile: EngineProfile, shape: ShapeInfo, M: int, block_m: int, block_n: int, block_k: int,
+                num_stages: int, capability: Optional[tuple[int, int]] = None,
+                swap: Optional[bool] = None) -> Launch:
+    """The launch of (BM, BN, BK, stages) at batch M under `profile` on a device of `capability`.
+
+    `swap` forces the operand swap on or off (tests, and the CPU interpreter, which has no
+    compute capability); None applies the profile's rule.
+    """
+    T = M * shape.topk
+    naive = profile.uses_naive(M, shape.topk, shape.num_experts_routed, shape.has_expert_map,
+                               shape.grouped_weight_only)
+    if swap is None:
+        swap = profile.uses_swap(shape.scheme, capability, block_m, block_n)
+    drop = shape.has_expert_map and profile.ep_align == EP_ALIGN_DROP
+    align_experts = shape.E if drop else shape.num_experts_routed
+    if naive:
+        P = T * block_m
+    else:
+        P = max_padded_rows(T, align_experts, block_m)
+    blk = shape.w8a8_block
+    bk = effective_block_k(block_k, blk)
+    return Launch(block_m, naive, bool(swap), drop, P, align_experts, bk, bk,
+                  smem_bytes(block_m, block_n, block_k, num_stages, shape))
+
+
+def max_m_tiles(M: int, shape: ShapeInfo, block_m: int, profile: EngineProfile) -> int:
+    """Upper bound on the M tiles the kernel's grid has for M tokens under `profile`."""
+    return plan_launch(profile, shape, M, block_m, 64, 64, 1).m_tiles
