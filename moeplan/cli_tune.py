@@ -13,11 +13,11 @@ from typing import Optional
 
 import typer
 
-from moeplan.cli_common import (All2AllOpt, BlockOpt, DpOpt, DtypeOpt, EpOpt, ModelArg, PerChannelOpt, PerTokenOpt,
-                                 PlacementOpt, TpOpt, one_line_errors)
+from moeplan.cli_common import (All2AllOpt, BlockOpt, DpOpt, DtypeOpt, EngineOpt, EpOpt, ModelArg, PerChannelOpt,
+                                 PerTokenOpt, PlacementOpt, TpOpt, engine_choice, one_line_errors)
+from moeplan.engine import ENGINE_BATCH_SIZES
 from moeplan.errors import TuneError
 
-ENGINE_BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 1536, 2048, 3072, 4096)
 MAX_BATCH = 1 << 20
 
 
@@ -78,8 +78,9 @@ def tune(
     per_token: PerTokenOpt = False,
     per_channel: PerChannelOpt = False,
     device_name: Optional[str] = typer.Option(None, "--device-name", help="GPU name for the file name (default: the GPU's own; must match it)."),
+    engine: EngineOpt = None,
     batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="Comma-separated batch sizes (default: the engine's 18, 1..4096)."),
-    search_space: Optional[str] = typer.Option(None, "--search-space", help="JSON list of configs (default: the engine's 1,920-config space, pruned)."),
+    search_space: Optional[str] = typer.Option(None, "--search-space", help="JSON list of configs, or an object of knob -> values (default: the engine profile's space, pruned). Only configs of the space are written; the default heuristic's config is timed as the baseline."),
     strategy: str = typer.Option("fast", "--strategy", help="fast | exhaustive"),
     out: str = typer.Option("tuned", "--out", help="Output folder for tables, CSVs and the checkpoint."),
     gpus: str = typer.Option("all", "--gpus", help="GPU indices, e.g. 0,1, or all (one worker process per GPU)."),
@@ -107,8 +108,10 @@ def tune(
     sizes = parse_batch_sizes(batch_sizes)
     if strategy not in STRATEGIES:
         raise TuneError(f"--strategy {strategy!r} is unknown; valid: {', '.join(STRATEGIES)}")
-    configs = load_search_space(search_space) if search_space else engine_space()
-    space_source = search_space or "engine (1,920 configs)"
+    choice = engine_choice(engine)
+    profile = choice.profile
+    configs = load_search_space(search_space) if search_space is not None else engine_space(profile)
+    space_source = search_space or f"engine profile {profile.name} ({len(configs)} configs)"
     route = parse_routing(routing)
     if point_timeout <= 0:
         raise TuneError(f"--point-timeout {point_timeout} must be positive")
@@ -157,7 +160,9 @@ def tune(
                        out_dir=out_dir, gpus=gpu_list, routing=route, interpret=interpret, fresh=fresh, force=force,
                        seed=seed, device_name=dev, point_timeout_s=point_timeout, restart_every=restart_every,
                        compile_threads=threads, triton_version=triton.__version__,
-                       timer=os.environ.get("MOEPLAN_TUNE_TIMER") or None)
+                       timer=os.environ.get("MOEPLAN_TUNE_TIMER") or None, engine=profile.name)
+    if not quiet:
+        typer.echo(f"engine profile: {profile.name} ({choice.reason})", err=True)
     jobs = [TableJob(spec, res, opts) for spec in res.tables()]
     for j in jobs:  # refuse before measuring anything
         j.check_existing()
