@@ -65,7 +65,8 @@ class GroupBench:
             block = [32, 32] if block else None
         g = torch.Generator(device="cpu").manual_seed(seed + M)
         self.inp = make_moe_inputs(M, E, N, K, topk, "bf16", scheme, block, device, seed)
-        self.draws = [make_routing(M, E, topk, device, g) for _ in range(DRAWS)]  # (w, ids) pairs
+        draws = [make_routing(M, E, topk, "cpu", g) for _ in range(DRAWS)]  # (w, ids): (M, topk) each
+        self.draws = [(w.to(device), ids.to(device)) for w, ids in draws]
         self.flush = None if interpret else torch.empty(FLUSH_BYTES // 4, dtype=torch.float32, device=device)
 
     def runner(self, cfg: dict):
