@@ -57,6 +57,9 @@ class EngineProfile:
     ep_align: EP_ALIGN_DROP or EP_ALIGN_PAD (see the constants).
     block_m: the BLOCK_SIZE_M values the engine's tables use and its kernel runs.
     heuristic: which default-config rule the engine applies without a table.
+    block_tiles: which BLOCK_SIZE_N / BLOCK_SIZE_K the tuning space keeps under block
+      quantization [bn, bk]: "multiple" (multiples of the block only) or "divides" (also
+      tiles that divide the block, e.g. BN 32/64 with bn = 128: the engine's decode tiles).
     """
 
     name: str
@@ -68,6 +71,13 @@ class EngineProfile:
     ep_align: str
     block_m: tuple[int, ...]
     heuristic: str
+    block_tiles: str = "multiple"
+
+    def block_tile_ok(self, tile: int, block: int) -> bool:
+        """Whether a BLOCK_SIZE_N / BLOCK_SIZE_K of `tile` fits a quantization block of `block`."""
+        if tile % block == 0:
+            return True
+        return self.block_tiles == "divides" and block % tile == 0
 
     def domains(self) -> dict[str, tuple[int, ...]]:
         """The tuning domain of every knob, in the engine's file order."""
@@ -88,7 +98,7 @@ class EngineProfile:
     def to_dict(self) -> dict:
         return {"name": self.name, "releases": self.releases, "swap_ab": self.swap_ab,
                 "naive_assignment": self.naive_assignment, "ep_align": self.ep_align,
-                "block_m": list(self.block_m), "default_heuristic": self.heuristic}
+                "block_m": list(self.block_m), "default_heuristic": self.heuristic, "block_tiles": self.block_tiles}
 
 
 # Release ranges from the engine's public history (docs/engine_profiles.md has the pull
@@ -111,14 +121,14 @@ PROFILES: dict[str, EngineProfile] = {
                      "still padded into -1 tiles",
             first=(0, 25), last=(0, 28),
             swap_ab=True, naive_assignment=True, ep_align=EP_ALIGN_PAD,
-            block_m=(8, 16, 32, 64, 128, 256), heuristic="2026"),
+            block_m=(8, 16, 32, 64, 128, 256), heuristic="2026", block_tiles="divides"),
         EngineProfile(
             name="vllm-0.33",
             releases="vLLM 0.33.x: operand swap, naive assignment, EP pairs dropped, BLOCK_SIZE_M from 8 "
                      "(spec: engine_kernel_current.md)",
             first=(0, 33), last=None,
             swap_ab=True, naive_assignment=True, ep_align=EP_ALIGN_DROP,
-            block_m=(8, 16, 32, 64, 128, 256), heuristic="2026"),
+            block_m=(8, 16, 32, 64, 128, 256), heuristic="2026", block_tiles="divides"),
     )
 }
 NEWEST = max(PROFILES.values(), key=lambda p: p.first).name

@@ -32,7 +32,7 @@ def test_engine_space_and_quant_block_rule():
     # the spec's rule alone (BK % bk, BN % bn) leaves 640 for [128,128] ...
     blk = [c for c in space if c.BLOCK_SIZE_K % 128 == 0 and c.BLOCK_SIZE_N % 128 == 0]
     assert len(blk) == 640
-    sp = SearchSpace.build(space, DSV3_BLOCK)
+    sp = SearchSpace.build(space, DSV3_BLOCK, profile=OLD)
     # ... and BK=256 runs as 128 under the kernel's clamp: those twins are dropped too
     # (a BK=256 twin of a config pruned for shared memory counts as pruned for shared memory)
     assert sp.report.quant_block == 1280 and sp.report.clamped_k == 288 and sp.report.smem == 64
@@ -60,11 +60,23 @@ def test_pruning_never_empties():
     assert len(sp.configs) == 1
 
 
+def test_block_tiles_that_divide_the_block_under_newer_profiles():
+    # vllm-0.25+ keeps BN / BK tiles that divide the quant block (BN 32 / 64 with bn = 128: the
+    # engine's decode tiles); vllm-0.12 keeps multiples only
+    new = SearchSpace.build(engine_space(NEW), DSV3_BLOCK, profile=NEW)
+    old = SearchSpace.build(engine_space(OLD), DSV3_BLOCK, profile=OLD)
+    assert {c.BLOCK_SIZE_N for c in new.configs} == {32, 64, 128, 256}
+    assert {c.BLOCK_SIZE_K for c in new.configs} == {64, 128}  # 256 runs as 128: a twin
+    assert {c.BLOCK_SIZE_N for c in old.configs} == {128, 256}
+    assert new.report.quant_block == 0 and old.report.quant_block == 1280
+    assert NEW.block_tile_ok(64, 128) and not OLD.block_tile_ok(64, 128) and not NEW.block_tile_ok(96, 128)
+
+
 def test_non_square_block_prunes_as_the_launcher_runs():
     # block [64, 128]: the kernel runs BK = min(BK, 64, 128) = 64, so BK 128 and 256 are one
     # program (the old pruner clamped to 128 and kept both, with a 128-wide smem estimate)
     shape = ShapeInfo(32, 512, 1024, 4, "fp8_w8a8", (64, 128))
-    sp = SearchSpace.build(engine_space(OLD), shape)
+    sp = SearchSpace.build(engine_space(OLD), shape, profile=OLD)
     assert {c.BLOCK_SIZE_K for c in sp.configs} == {128}
     assert sp.report.clamped_k > 0
     c = KernelConfig(64, 128, 128, 1, 4, 3)

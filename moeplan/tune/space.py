@@ -6,7 +6,8 @@ per token, BM/BN/BK/G the BLOCK_SIZE_M/N/K and GROUP_SIZE_M knobs.
 
 Two kinds of pruning:
   * "cannot run" (every strategy): illegal values, quant-block constraints
-    (block [bn, bk]: BK % bk == 0 and BN % bn == 0), shared memory above the
+    (block [bn, bk]: BN and BK multiples of the block, or, for profiles whose engine
+    keeps them, tiles that divide it), shared memory above the
     device's limit, and exact duplicates (BK above the quant block is clamped
     by the kernel; GROUP_SIZE_M values at or above the number of M tiles all
     give the same program order).
@@ -201,8 +202,14 @@ class SearchSpace:
         seen = set()
         programs = set()  # configs as launched: BLOCK_SIZE_K after the kernel's clamp
         blk = shape.w8a8_block
+        profile = profile or PROFILES[NEWEST]
+
+        def block_ok(c: KernelConfig) -> bool:
+            return blk is None or (profile.block_tile_ok(c.BLOCK_SIZE_N, blk[0])
+                                   and profile.block_tile_ok(c.BLOCK_SIZE_K, blk[1]))
+
         for c in configs:
-            if blk is not None and (c.BLOCK_SIZE_K % blk[1] or c.BLOCK_SIZE_N % blk[0]):
+            if not block_ok(c):
                 rep.quant_block += 1
                 continue
             if c in seen:
@@ -222,10 +229,10 @@ class SearchSpace:
             kept.append(c)
         if not kept:
             rep.fallback = True
-            legal = [c for c in configs if blk is None or not (c.BLOCK_SIZE_K % blk[1] or c.BLOCK_SIZE_N % blk[0])]
+            legal = [c for c in configs if block_ok(c)]
             kept = [min(legal or configs, key=lambda c: (smem_bytes(c, shape), c))]
         rep.kept = len(kept)
-        return cls(kept, shape, smem_limit, rep, profile or PROFILES[NEWEST])
+        return cls(kept, shape, smem_limit, rep, profile)
 
     # ---- per batch size ------------------------------------------------------
     def domain(self, knob: str) -> list[int]:
