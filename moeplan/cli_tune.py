@@ -16,6 +16,7 @@ import typer
 from moeplan.cli_common import (All2AllOpt, BlockOpt, DpOpt, DtypeOpt, EpOpt, ModelArg, PerChannelOpt, PerTokenOpt,
                                  PlacementOpt, TpOpt, one_line_errors)
 from moeplan.errors import TuneError
+from moeplan.paths import DEFAULT_OUT
 
 ENGINE_BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 1536, 2048, 3072, 4096)
 MAX_BATCH = 1 << 20
@@ -81,7 +82,7 @@ def tune(
     batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="Comma-separated batch sizes (default: the engine's 18, 1..4096)."),
     search_space: Optional[str] = typer.Option(None, "--search-space", help="JSON list of configs (default: the engine's 1,920-config space, pruned)."),
     strategy: str = typer.Option("fast", "--strategy", help="fast | exhaustive"),
-    out: str = typer.Option("tuned", "--out", help="Output folder for tables, CSVs and the checkpoint."),
+    out: str = typer.Option(DEFAULT_OUT, "--out", help="Output folder for tables, CSVs and the checkpoint (default: ./tuned, the first folder `resolve` looks in)."),
     gpus: str = typer.Option("all", "--gpus", help="GPU indices, e.g. 0,1, or all (one worker process per GPU)."),
     routing: str = typer.Option("uniform", "--routing", help="uniform | zipf:S | FILE of captured topk ids (.pt/.npy/.json, tokens x topk)."),
     interpret: bool = typer.Option(False, "--interpret", help="Run in Triton's CPU interpreter (tests only: tiny shapes, meaningless times)."),
