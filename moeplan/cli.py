@@ -122,6 +122,7 @@ def _register_tuner() -> None:
 
 
 _register_tuner()
+__import__("moeplan.cli_fleet").cli_fleet.register(app)  # matrix, diff
 
 
 def main() -> None:

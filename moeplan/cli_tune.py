@@ -271,11 +271,19 @@ def show(path: str = typer.Argument(..., help="A tuning-table JSON file.")):
 def verify(
     folder: str = typer.Argument(..., help="A folder of tuning tables (*.json)."),
     strict: bool = typer.Option(False, "--strict", help="Also require moeplan's exact byte format."),
+    stale: bool = typer.Option(False, "--stale", help="Also flag stale tables: another Triton than the installed one, "
+                                                      "another engine profile than the current one, or no measurements "
+                                                      "CSV beside them."),
 ):
     """Check every table in a folder (name, keys, legal values, duplicates, order); non-zero exit on a problem."""
     from moeplan.tables import verify_folder
 
     results = verify_folder(folder, strict)
+    if stale:  # staleness counts as a problem, so CI fails on it (moeplan.staleness says what it means)
+        from moeplan.staleness import current_installation, stale_reasons
+        inst = current_installation()
+        for name, problems in results.items():
+            problems.extend(f"stale: {r}" for r in stale_reasons(Path(folder) / name, inst))
     bad = 0
     for name, problems in results.items():
         if problems:

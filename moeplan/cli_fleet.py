@@ -1,0 +1,126 @@
+"""`moeplan matrix` and `moeplan diff`: tables for a whole fleet. `register(app)` adds them.
+
+Thin shells over `moeplan.matrix`, `moeplan.staleness` and `moeplan.diff`; nothing here
+imports torch or triton.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import List, Optional
+
+import typer
+
+from moeplan.cli_common import one_line_errors
+from moeplan.errors import MoeplanError
+
+TunedDirOpt = typer.Option([], "--tuned-dir", help="Folder of tables to look in (repeatable; $VLLM_TUNED_CONFIG_FOLDER "
+                                                   "first, the installed engine's own tables last). Default: ./tuned, "
+                                                   "then moeplan's shipped tables.")
+
+
+def matrix_rows(path: str, tuned_dir: list[str], shard_text: Optional[str]) -> dict:
+    """Everything `moeplan matrix` prints: one row per distinct table (with its status) and the
+    invalid combinations; shared with `tune --matrix`."""
+    from moeplan import matrix as mx
+    from moeplan import paths, staleness
+    from moeplan.engine import engine_config_dir
+
+    m = mx.load_matrix(path)
+    part = mx.parse_shard(shard_text) if shard_text is not None else None
+    jobs, invalid = mx.expand(m)
+    index = {j.file_name: k + 1 for k, j in enumerate(jobs)}  # jobs are sorted by file name
+    chosen = mx.shard(jobs, *part) if part else jobs
+    dirs = list(tuned_dir) or paths.default_tuned_dirs()
+    out_dir = tuned_dir[0] if tuned_dir else paths.DEFAULT_OUT
+    inst = staleness.current_installation()
+    engine_dir = engine_config_dir()
+    rows = []
+    for j in chosen:
+        st = staleness.table_status(j.file_name, dirs, os.environ, engine_dir, inst)
+        rows.append({"job": j, "shard": f"{index[j.file_name]}/{len(jobs)}", "status": st,
+                     "command": j.command(m, out_dir)})
+    return {"matrix": m, "rows": rows, "invalid": invalid, "total": len(jobs), "out_dir": out_dir}
+
+
+@one_line_errors
+def matrix(
+    file: str = typer.Argument(..., help="Matrix file (.toml, or .json with the same keys)."),
+    tuned_dir: List[str] = TunedDirOpt,
+    shard: Optional[str] = typer.Option(None, "--shard", help="I/N: keep the I-th of N disjoint parts of the tables "
+                                                              "(1-based; the same for every run of the same file)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object {tables, invalid}."),
+    github: bool = typer.Option(False, "--github", help="Print a GitHub Actions strategy.matrix {include: [...]} of the "
+                                                        "missing tables (one line, for $GITHUB_OUTPUT)."),
+):
+    """Expand a matrix file to the distinct tables it needs: present, stale or missing, and who uses each."""
+    if as_json and github:
+        raise MoeplanError("--json and --github both given; pick one output")
+    data = matrix_rows(file, tuned_dir, shard)
+    if github:
+        include = [{"table": r["job"].file_name, "device": r["job"].device, "shard": r["shard"]}
+                   for r in data["rows"] if r["status"].status == "missing"]
+        typer.echo(json.dumps({"include": include}))
+        return
+    if as_json:
+        tables = [{"file_name": r["job"].file_name, "device": r["job"].device, "status": r["status"].status,
+                   "found": r["status"].found,
+                   "used_by": [{"model": c.model, "layout": c.layout.to_dict(), "dtype": c.dtype}
+                               for c in r["job"].used_by],
+                   "command": r["command"]} for r in data["rows"]]
+        typer.echo(json.dumps({"tables": tables, "invalid": [i.to_dict() for i in data["invalid"]]}, indent=2))
+        return
+    _print_matrix(data)
+
+
+def _print_matrix(data: dict) -> None:
+    from rich.table import Table
+
+    from moeplan.report import console
+
+    con = console()
+    rows = data["rows"]
+    counts = {s: sum(1 for r in rows if r["status"].status == s) for s in ("present", "stale", "missing")}
+    t = Table(title=f"{data['matrix'].source}: {len(rows)} table(s) ({counts['present']} present, "
+                    f"{counts['stale']} stale, {counts['missing']} missing)", title_justify="left")
+    for col in ("table", "status", "where / why", "used by"):
+        t.add_column(col, overflow="fold")
+    style = {"present": "green", "stale": "yellow", "missing": "red"}
+    for r in rows:
+        st = r["status"]
+        where = (st.found or "-") + "".join(f"\n{x}" for x in st.reasons)
+        users = "\n".join(f"{c.model} {c.layout.label()} {c.dtype}" for c in r["job"].used_by)
+        t.add_row(r["job"].file_name, f"[{style[st.status]}]{st.status}[/]", where, users)
+    con.print(t)
+    for i in data["invalid"]:
+        c = i.combination
+        con.print(f"invalid: {c.model} {c.layout.label()} {c.dtype} on {c.device}: {i.reason}", soft_wrap=True)
+
+
+@one_line_errors
+def diff(
+    a: str = typer.Argument(..., help="A tuning table, or a folder of them."),
+    b: str = typer.Argument(..., help="Another table, or another folder (tables matched by file name)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    measure: bool = typer.Option(False, "--measure", help="Time both sides' configs on this GPU (not available yet)."),
+):
+    """Per batch size: which configs changed (and which knobs), which keys only one side has. Exit 1 if they differ."""
+    from moeplan.diff import describe, diff_paths
+
+    if measure:
+        raise MoeplanError("diff --measure is not implemented yet; compare the configs without it, or time them "
+                           "with `moeplan tune --search-space` on a GPU")
+    d = diff_paths(a, b)
+    if as_json:
+        typer.echo(json.dumps(d.to_dict(), indent=2))
+    else:
+        for line in describe(d):
+            typer.echo(line)
+    raise typer.Exit(0 if d.identical else 1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `matrix` and `diff` to a typer app."""
+    app.command("matrix")(matrix)
+    app.command("diff")(diff)
