@@ -44,6 +44,58 @@ def matrix_rows(path: str, tuned_dir: list[str], shard_text: Optional[str]) -> d
     return {"matrix": m, "rows": rows, "invalid": invalid, "total": len(jobs), "out_dir": out_dir}
 
 
+class MatrixRun:
+    """`tune --matrix`: the tables of a matrix file (or shard) that are to be made in `out`.
+
+    Missing tables are; stale ones only with --force (they are replaced). Constructing it
+    with `plan` prints the summary and exits 0 when there is nothing to do (idempotent CI)."""
+
+    def __init__(self, data: dict, todo: list, label: str):
+        self.data, self.todo, self.label = data, todo, label
+        self.batch_sizes = data["matrix"].batch_sizes
+
+    @classmethod
+    def plan(cls, path: str, shard_text: Optional[str], out: str, force: bool) -> "MatrixRun":
+        data = matrix_rows(path, [out], shard_text)
+        rows = data["rows"]
+        todo = [r for r in rows if r["status"].status == "missing" or (force and r["status"].status == "stale")]
+        label = f"{path}" + (f" (shard {shard_text})" if shard_text else "")
+        if not todo:
+            n_stale = sum(1 for r in rows if r["status"].status == "stale")
+            hint = f", {n_stale} stale: --force re-tunes them" if n_stale else ""
+            typer.echo(f"nothing to tune: all {len(rows)} table(s) of {label} exist ({out}, the engine's folders"
+                       f"{hint})")
+            raise typer.Exit(0)
+        return cls(data, todo, label)
+
+    def resolutions(self) -> list:
+        return [r["job"].resolution for r in self.todo]
+
+    def only_device(self) -> Optional[str]:
+        """The one device name the tables to make are for (None if several)."""
+        from moeplan.naming import normalize_device_name
+
+        names = {normalize_device_name(r["job"].device): r["job"].device for r in self.todo}
+        return next(iter(names.values())) if len(names) == 1 else None
+
+    def requests(self, device: str, interpret: bool) -> list:
+        """The tables this machine (GPU `device`) makes; under --interpret every one."""
+        from moeplan.naming import normalize_device_name
+        from moeplan.tune.api import TableRequest
+
+        mine = [r for r in self.todo
+                if interpret or normalize_device_name(r["job"].device) == normalize_device_name(device)]
+        for r in self.todo:
+            if r not in mine:
+                typer.echo(f"skipped: {r['job'].file_name} is for {r['job'].device}, this machine has {device}")
+        if not mine:
+            typer.echo(f"nothing to tune on {device}: the {len(self.todo)} table(s) of {self.label} still to make "
+                       "are for other GPUs")
+        else:
+            typer.echo(f"tuning {len(mine)} of {len(self.data['rows'])} table(s) of {self.label}")
+        return [TableRequest(r["job"].spec, r["job"].resolution) for r in mine]
+
+
 @one_line_errors
 def matrix(
     file: str = typer.Argument(..., help="Matrix file (.toml, or .json with the same keys)."),
