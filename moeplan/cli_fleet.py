@@ -68,8 +68,16 @@ class MatrixRun:
             raise typer.Exit(0)
         return cls(data, todo, label)
 
-    def resolutions(self) -> list:
-        return [r["job"].resolution for r in self.todo]
+    def skip_untunable(self, tunable: tuple) -> None:
+        """Tables of schemes moeplan's kernel cannot tune yet are listed and left out (exit 0 if none is left)."""
+        for r in self.todo:
+            if r["job"].spec.scheme not in tunable:
+                typer.echo(f"skipped: {r['job'].file_name}: {r['job'].spec.scheme} cannot be tuned with moeplan's "
+                           f"kernel yet (tunable: {', '.join(tunable)})")
+        self.todo = [r for r in self.todo if r["job"].spec.scheme in tunable]
+        if not self.todo:
+            typer.echo(f"nothing to tune: no table of {self.label} still to make is tunable")
+            raise typer.Exit(0)
 
     def only_device(self) -> Optional[str]:
         """The one device name the tables to make are for (None if several)."""

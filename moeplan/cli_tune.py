@@ -132,9 +132,11 @@ def tune(
     # Validate the model, layout and quantization before touching the GPU or the output folder.
     from moeplan.cli_common import resolution_from_options
     from moeplan.kernels.quantize import TUNABLE_SCHEMES
+    if fleet is not None:
+        fleet.skip_untunable(TUNABLE_SCHEMES)
     for res in ([resolution_from_options(model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel,
                                          device_name or "unnamed", all2all_backend, detect_device=False)]
-                if fleet is None else fleet.resolutions()):
+                if fleet is None else []):
         if res.scheme not in TUNABLE_SCHEMES:
             raise TuneError(f"--dtype {res.scheme} ({res.model.alias or res.model.name}) cannot be tuned with moeplan's "
                             f"kernel yet; tunable schemes: {', '.join(TUNABLE_SCHEMES)}")

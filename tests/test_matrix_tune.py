@@ -100,3 +100,13 @@ def test_bad_matrix_options(fleet, tmp_path):
     ]:
         r = runner.invoke(app, args)
         assert r.exit_code == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, (args, r.stderr)
+
+
+def test_untunable_tables_are_skipped_not_fatal(tmp_path):
+    m = tmp_path / "m.toml"
+    m.write_text(f'models = ["gpt-oss-20b"]\ndevices = ["{DEVICE}"]\n')
+    r = runner.invoke(app, ["tune", "--matrix", str(m), "--interpret", "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("skipped: E=32,N=2880,device_name=NVIDIA_H100_80GB_HBM3") and "mxfp4 cannot be tuned" in lines[0]
+    assert lines[1:] == [f"nothing to tune: no table of {m} still to make is tunable"]
