@@ -12,7 +12,8 @@ from typing import List, Optional
 
 import typer
 
-from moeplan.cli_common import one_line_errors
+from moeplan.cli_common import (BlockOpt, DpOpt, DtypeOpt, EpOpt, PerChannelOpt, PerTokenOpt, PlacementOpt, TpOpt,
+                                 one_line_errors)
 from moeplan.errors import MoeplanError
 
 TunedDirOpt = typer.Option([], "--tuned-dir", help="Folder of tables to look in (repeatable; $VLLM_TUNED_CONFIG_FOLDER "
@@ -163,21 +164,110 @@ def diff(
     a: str = typer.Argument(..., help="A tuning table, or a folder of them."),
     b: str = typer.Argument(..., help="Another table, or another folder (tables matched by file name)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    measure: bool = typer.Option(False, "--measure", help="Time both sides' configs on this GPU (not available yet)."),
+    measure: bool = typer.Option(False, "--measure", help="Also time, at every batch size where they differ, the config "
+                                                          "each side's engine would run (the tuner's timing, one GPU)."),
+    model: Optional[str] = typer.Option(None, "--model", help="With --measure: the model whose tables these are (preset, "
+                                                              "repo id or config.json), for K, top-k and the experts."),
+    tp: TpOpt = 1,
+    dp: DpOpt = 1,
+    ep: EpOpt = False,
+    placement: PlacementOpt = "linear",
+    dtype: DtypeOpt = "auto",
+    block_shape: BlockOpt = None,
+    per_token: PerTokenOpt = False,
+    per_channel: PerChannelOpt = False,
+    gpu: int = typer.Option(0, "--gpu", help="With --measure: the GPU index to time on."),
+    interpret: bool = typer.Option(False, "--interpret", help="With --measure: Triton's CPU interpreter (tests only)."),
 ):
     """Per batch size: which configs changed (and which knobs), which keys only one side has. Exit 1 if they differ."""
     from moeplan.diff import describe, diff_paths
 
-    if measure:
-        raise MoeplanError("diff --measure is not implemented yet; compare the configs without it, or time them "
-                           "with `moeplan tune --search-space` on a GPU")
+    if measure and model is None:
+        raise MoeplanError("--measure needs --model MODEL (with the --tp/--dp/--ep/--dtype of the layout that loads "
+                           "the tables): the file names lack K, top-k and the expert placement")
     d = diff_paths(a, b)
+    timed = _measure(d, model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel, gpu, interpret) \
+        if measure else None
     if as_json:
-        typer.echo(json.dumps(d.to_dict(), indent=2))
+        obj = d.to_dict()
+        if timed is not None:
+            obj["measured_on"] = timed["device"]
+            for t in obj["tables"]:
+                t["measured"] = timed["tables"].get(t["file_name"], [])
+        typer.echo(json.dumps(obj, indent=2))
     else:
         for line in describe(d):
             typer.echo(line)
+        if timed is not None:
+            typer.echo(f"measured on {timed['device']} (the tuner's timing, median of the routing draws):")
+            for name, rows in timed["tables"].items():
+                typer.echo(name if rows else f"{name}: both sides run the same config at every batch size")
+                for r in rows:
+                    if r["speedup"] is None:
+                        typer.echo(f"  M={r['M']}: A {r['a_status']}, B {r['b_status']}")
+                    else:
+                        typer.echo(f"  M={r['M']}: A {r['a_us']:.1f} us, B {r['b_us']:.1f} us, B/A speed-up "
+                                   f"{r['speedup']:.3f}x")
     raise typer.Exit(0 if d.identical else 1)
+
+
+def _measure(d, model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel, gpu: int,
+             interpret: bool) -> dict:
+    """Time both sides of every differing table on one GPU (or the interpreter); TuneError/TableError on bad input."""
+    import importlib.util
+
+    from moeplan.cli_common import resolution_from_options
+    from moeplan.diff import engine_choices
+    from moeplan.errors import TableError, TuneError
+    from moeplan.naming import parse_tuning_file_name
+
+    missing = [m for m in ("torch", "triton") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise TuneError(f"diff --measure needs {' and '.join(missing)} (not installed); install the kernel extra: "
+                        "pip install -e '.[kernels]'")
+    import triton
+
+    if interpret:
+        device = "Triton's CPU interpreter"
+        gpu_index = None
+    else:
+        import torch
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpu < 0 or gpu >= count:
+            raise TuneError(f"--gpu {gpu}: no such CUDA GPU (visible: {count}); --measure times on a GPU "
+                            "(or --interpret, for tests)")
+        device, gpu_index = torch.cuda.get_device_name(gpu), gpu
+    from moeplan.tune.api import TableRequest, time_configs
+
+    out: dict = {"device": device, "tables": {}}
+    for t in d.tables:
+        name = t.file_name.split(" | ")[0]
+        try:
+            info = parse_tuning_file_name(name)
+        except TableError as e:
+            raise TableError(f"--measure needs engine file names to find the shape: {e}") from None
+        res = resolution_from_options(model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel,
+                                      info["device"], detect_device=False)
+        spec = next((s for s in res.tables() if s.file_name == name), None)
+        if spec is None:
+            raise TableError(f"{name} is not a table of {model} with this layout (it needs "
+                             f"{', '.join(s.file_name for s in res.tables())}); pass the --tp/--dp/--ep/--dtype that "
+                             "load it")
+        pairs = engine_choices(t)
+        rows = []
+        if pairs:
+            got = time_configs(TableRequest(spec, res), {M: [ca, cb] for M, (ca, cb) in pairs.items()},
+                               gpu=gpu_index, interpret=interpret, device_name=info["device"],
+                               triton_version=triton.__version__, timer=os.environ.get("MOEPLAN_TUNE_TIMER") or None)
+            for M, (ca, cb) in sorted(pairs.items()):
+                ra, rb = got.get((M, ca), {}), got.get((M, cb), {})
+                ok = ra.get("status") == "ok" and rb.get("status") == "ok"
+                rows.append({"M": M, "a": ca.to_dict(), "b": cb.to_dict(),
+                             "a_us": ra.get("median_us"), "b_us": rb.get("median_us"),
+                             "a_status": ra.get("status", "missing"), "b_status": rb.get("status", "missing"),
+                             "speedup": ra["median_us"] / rb["median_us"] if ok and rb["median_us"] else None})
+        out["tables"][t.file_name] = rows
+    return out
 
 
 def register(app: typer.Typer) -> None:

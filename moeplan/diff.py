@@ -91,6 +91,21 @@ def diff_tables(name: str, a_path: str, a: TuningTable, b_path: str, b: TuningTa
     return TableDiff(name, a_path, b_path, a.triton_version, b.triton_version, diff_entries(a, b))
 
 
+def engine_choices(t: TableDiff) -> dict[int, tuple[KernelConfig, KernelConfig]]:
+    """For every batch size either side names: the config each side's engine would run at that M
+    (its own entry, or its nearest key's), where the two differ. What `diff --measure` times."""
+    from moeplan.naming import nearest_batch_key
+
+    a = {e.M: e.a for e in t.entries if e.a is not None}
+    b = {e.M: e.b for e in t.entries if e.b is not None}
+    out = {}
+    for e in t.entries:
+        ca, cb = a[nearest_batch_key(list(a), e.M)], b[nearest_batch_key(list(b), e.M)]
+        if ca != cb:
+            out[e.M] = (ca, cb)
+    return out
+
+
 def _tables_in(folder: Path) -> dict[str, Path]:
     return {p.name: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix == ".json"}
 

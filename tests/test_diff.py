@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from moeplan.cli import app
@@ -68,8 +69,48 @@ def test_bad_input_one_line_exit_2(tmp_path):
         ((str(a), str(a / NAME)), "are not both files or both folders"),
         ((str(tmp_path / "nope"), str(a)), f"A '{tmp_path / 'nope'}' does not exist"),
         ((str(tmp_path / "bad.json"), str(a / NAME)), "not valid JSON"),
-        ((str(a / NAME), str(a / NAME), "--measure"), "diff --measure is not implemented yet"),
     ]:
         r = run("diff", *args)
         assert r.exit_code == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, (args, r.stderr)
         assert r.stderr.startswith("moeplan: error: ")
+
+
+TINY = "E=4,N=32,device_name=NVIDIA_H100_80GB_HBM3.json"
+S1 = KernelConfig(16, 32, 32, 1, 4, 2)
+S2 = KernelConfig(16, 64, 32, 1, 4, 2)
+
+
+@pytest.mark.interpreter
+def test_measure_times_what_each_engine_would_run(tmp_path, monkeypatch):
+    """Under the interpreter with the cost-model timer the times are the model's, so exact."""
+    from moeplan.tune.measure import model_time_us
+
+    monkeypatch.setenv("MOEPLAN_TUNE_TIMER", "model")
+    monkeypatch.delenv("MOEPLAN_TUNE_FAULT", raising=False)
+    d = tmp_path / "tiny"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({
+        "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "num_local_experts": 4,
+        "num_experts_per_tok": 2, "hidden_size": 64, "intermediate_size": 32, "num_hidden_layers": 1}))
+    a, b = tmp_path / "a.json", tmp_path / "b"
+    b.mkdir()
+    write_table(a, TuningTable({2: S1, 8: S1}))
+    write_table(b / TINY, TuningTable({2: S2, 16: S1}))
+    (tmp_path / "a").mkdir()
+    write_table(tmp_path / "a" / TINY, TuningTable({2: S1, 8: S1}))
+    r = run("diff", str(tmp_path / "a"), str(b), "--measure", "--model", str(d / "config.json"), "--interpret", "--json")
+    assert r.exit_code == 1, r.output
+    out = json.loads(r.stdout)
+    assert out["measured_on"] == "Triton's CPU interpreter"
+    # M=2: S1 vs S2; M=8: A's own S1 vs B's nearest key 2 (S2); M=16: both run S1 (A's nearest is 8): not timed
+    rows = out["tables"][0]["measured"]
+    assert [(x["M"], x["a"], x["b"]) for x in rows] == [(2, S1.to_dict(), S2.to_dict()), (8, S1.to_dict(), S2.to_dict())]
+    for x in rows:
+        ta, tb = model_time_us(S1, x["M"], 4, 2), model_time_us(S2, x["M"], 4, 2)
+        assert (x["a_us"], x["b_us"]) == (pytest.approx(ta), pytest.approx(tb))
+        assert x["speedup"] == pytest.approx(ta / tb)
+    r = run("diff", str(a), str(b / TINY), "--measure", "--interpret")
+    assert r.exit_code == 2 and "--measure needs --model MODEL" in r.stderr
+    r = run("diff", str(tmp_path / "a"), str(b), "--measure", "--model", str(d / "config.json"), "--tp", "2",
+            "--interpret")
+    assert r.exit_code == 2 and f"{TINY} is not a table of" in r.stderr

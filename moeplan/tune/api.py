@@ -68,3 +68,39 @@ def tune_tables(requests: Sequence[TableRequest], opts, backend: Optional[Backen
             return run_jobs(jobs) if jobs else 0
         finally:
             backend.close()
+
+
+def time_configs(request: TableRequest, configs_by_M: dict, *, gpu, interpret: bool, device_name: str,
+                 triton_version: str, timer: Optional[str] = None, seed: int = 0,
+                 backend: Optional[Backend] = None) -> dict:
+    """Time the given configs at their batch sizes with the tuner's own timing (its worker, routing
+    pools and `confirm` phase), all in one worker process; nothing is written.
+
+    configs_by_M: M -> configs to time at M. Returns {(M, config): the worker's result dict}
+    (`status`, `median_us`, ...)."""
+    import tempfile
+    from pathlib import Path
+
+    from moeplan.tune.job import TableJob, TuneOptions
+    from moeplan.tune.worker import Task
+
+    sizes = sorted(configs_by_M)
+    every = sorted({c for cs in configs_by_M.values() for c in cs})
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="moeplan-time-") as tmp:
+        opts = TuneOptions(batch_sizes=sizes, configs=every, space_source="given configs", out_dir=Path(tmp),
+                           gpus=[gpu], interpret=interpret, seed=seed, device_name=device_name,
+                           triton_version=triton_version, timer=timer, restart_every=0)
+        job = TableJob(request.spec, request.resolution, opts)
+        job.plan()  # the routing pools, drawn as the tuner draws them
+        pool = (backend or LocalBackend()).pool(opts.gpus, job.job_payload(), restart_every=0,
+                                                 point_timeout_s=opts.point_timeout_s)
+        # one task a config with every batch size it is timed at: both sides' configs in the same process
+        tasks = [Task(i, c, [(M, "confirm") for M in sizes if c in configs_by_M[M]]) for i, c in enumerate(every)]
+        try:
+            pool.start()
+            pool.run(tasks, lambda task, M, phase, res, where: results.__setitem__((M, task.config), res))
+        finally:
+            pool.close()
+            job.ckpt.close()
+    return results
