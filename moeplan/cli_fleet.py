@@ -36,6 +36,8 @@ def matrix_rows(path: str, tuned_dir: list[str], shard_text: Optional[str]) -> d
     dirs = list(tuned_dir) or paths.default_tuned_dirs()
     out_dir = tuned_dir[0] if tuned_dir else paths.DEFAULT_OUT
     inst = staleness.current_installation()
+    if m.engine:  # the matrix names the engine its tables are for: judge them against that profile
+        inst = staleness.Installation(inst.triton_version, m.engine)
     engine_dir = engine_config_dir()
     rows = []
     for j in chosen:

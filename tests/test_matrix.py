@@ -119,6 +119,17 @@ def test_present_stale_missing_and_the_engine_folder(tmp_path, monkeypatch):
     assert [e["shard"] for e in gh["include"]] == [f"{order.index(n) + 1}/{len(order)}" for n in missing]
 
 
+def test_the_matrix_engine_is_what_tables_are_judged_against(tmp_path):
+    tuned = tmp_path / "tuned"
+    _current(tuned, MIXTRAL_TP2, profile="vllm-0.10")
+    for engine, status in (("vllm-0.10", "present"), ("vllm-0.33", "stale")):
+        f = write(tmp_path, f'models = ["mixtral-8x7b"]\ndevices = ["{H100}"]\nengine = "{engine}"\n'
+                            '[[layouts]]\ntp = 2\n')
+        (t,) = matrix_json(f, "--tuned-dir", str(tuned))["tables"]
+        assert t["status"] == status
+        assert t["command"].endswith(f"--engine {engine} --out {tuned}")
+
+
 def test_verify_stale_flags_each_reason_and_fails(tmp_path):
     tuned = tmp_path / "tuned"
     _current(tuned, MIXTRAL_TP2)
