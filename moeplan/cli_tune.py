@@ -13,8 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from moeplan.cli_common import (All2AllOpt, BlockOpt, DpOpt, DtypeOpt, EpOpt, ModelArg, PerChannelOpt, PerTokenOpt,
-                                 PlacementOpt, TpOpt, one_line_errors)
+from moeplan.cli_common import (All2AllOpt, BlockOpt, DpOpt, DtypeOpt, EpOpt, PerChannelOpt, PerTokenOpt, PlacementOpt,
+                                 TpOpt, one_line_errors)
 from moeplan.errors import TuneError
 from moeplan.paths import DEFAULT_OUT
 
@@ -134,9 +134,9 @@ def tune(
     from moeplan.kernels.quantize import TUNABLE_SCHEMES
     if fleet is not None:
         fleet.skip_untunable(TUNABLE_SCHEMES)
-    for res in ([resolution_from_options(model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel,
-                                         device_name or "unnamed", all2all_backend, detect_device=False)]
-                if fleet is None else []):
+    else:
+        res = resolution_from_options(model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel,
+                                      device_name or "unnamed", all2all_backend, detect_device=False)
         if res.scheme not in TUNABLE_SCHEMES:
             raise TuneError(f"--dtype {res.scheme} ({res.model.alias or res.model.name}) cannot be tuned with moeplan's "
                             f"kernel yet; tunable schemes: {', '.join(TUNABLE_SCHEMES)}")
