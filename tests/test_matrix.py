@@ -207,7 +207,7 @@ def test_parse_shard_and_matrix_library():
     assert m.layouts == (mx.LayoutEntry(),) and m.dtypes == ("auto",)
 
 
-def test_matrix_of_36_presets_6_layouts_3_dtypes_is_fast_and_imports_no_torch(tmp_path):
+def test_matrix_of_36_presets_6_layouts_3_dtypes_is_fast_and_no_fleet_command_imports_torch(tmp_path):
     code = r"""
 import json, sys, time
 from pathlib import Path
@@ -223,6 +223,9 @@ t0 = time.perf_counter()
 r = CliRunner().invoke(app, ["matrix", str(f), "--json"])
 dt = time.perf_counter() - t0
 d = json.loads(r.stdout)
+tuned = str(presets_dir().parent / "tuned")  # diff and verify --stale stay free of torch and triton too
+assert CliRunner().invoke(app, ["diff", tuned, tuned]).exit_code == 0
+assert CliRunner().invoke(app, ["verify", tuned, "--stale"]).exit_code in (0, 1)
 assert "torch" not in sys.modules and "triton" not in sys.modules
 print(len(aliases), len(d["tables"]), len(d["invalid"]), round(dt, 3))
 """
