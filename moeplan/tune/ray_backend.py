@@ -118,6 +118,7 @@ class _Actor:
     label: str = "?"
     inflight: deque = field(default_factory=deque)  # (ref, task), in the order the actor runs them
     head_since: float = 0.0  # when the first call in flight became the one running
+    created: float = field(default_factory=time.monotonic)
 
 
 class RayPool:
@@ -180,6 +181,9 @@ class RayPool:
                 self._top_up()
                 last_top_up = now
             for a in list(self.actors):  # actors that finished setting up
+                if not a.ready and now - a.created > self.setup_timeout_s:  # never placed (its GPU went away)
+                    self._drop(a, f"not started within {self.setup_timeout_s:g} s")
+                    continue
                 if a.ready or not ray.wait([a.ready_ref], timeout=0)[0]:
                     continue
                 try:
