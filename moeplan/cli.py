@@ -21,8 +21,8 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import echo
     from click import exceptions as cx
 
-from moeplan.cli_common import (All2AllOpt, BlockOpt, DpOpt, DtypeOpt, EpOpt, ModelArg, PerChannelOpt, PerTokenOpt,
-                                 PlacementOpt, TpOpt, error_line, one_line_errors)
+from moeplan.cli_common import (All2AllOpt, BlockOpt, DpOpt, DtypeOpt, EngineOpt, EpOpt, ModelArg, PerChannelOpt,
+                                 PerTokenOpt, PlacementOpt, TpOpt, engine_choice, error_line, one_line_errors)
 from moeplan.errors import MoeplanError
 
 
@@ -79,6 +79,8 @@ def resolve(
     device_name: Optional[str] = typer.Option(None, "--device-name", help="GPU name, e.g. 'NVIDIA H100 80GB HBM3' (default: the local GPU's, read with nvidia-smi; unknown without a GPU)."),
     tuned_dir: List[str] = typer.Option([], "--tuned-dir", help="Folder of tuning tables to look in (repeatable; $VLLM_TUNED_CONFIG_FOLDER is tried first, as the engine does). Default: ./tuned (where tune writes), then moeplan's shipped tables."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Show the table entry (or default config) a batch of M tokens would use."),
+    engine: EngineOpt = None,
+    engine_configs: Optional[str] = typer.Option(None, "--engine-configs", help="The engine's folder of shipped tuning tables (default: found from the installed vllm's package files, never by importing it)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ):
     """What every device of a TP/DP/EP layout gets: ranks, experts, N, quant config and tuning file."""
@@ -89,8 +91,19 @@ def resolve(
         raise MoeplanError(f"--batch-size {batch_size} is invalid; expected an integer >= 1")
     res = resolution_from_options(model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel,
                                   device_name, all2all_backend)
+    choice = engine_choice(engine)
+    if engine_configs is not None:
+        if not engine_configs.strip() or not os.path.isdir(engine_configs):
+            raise MoeplanError(f"--engine-configs {engine_configs!r} is not a folder; pass the engine's configs folder "
+                               "(.../vllm/model_executor/layers/fused_moe/configs)")
+        engine_dir, why = engine_configs, "--engine-configs"
+    else:
+        from moeplan.engine import engine_config_dir
+        engine_dir = engine_config_dir()
+        why = "the installed vllm's package" if engine_dir else "vllm not installed; --engine-configs DIR names one"
     dirs = list(tuned_dir) or report.default_tuned_dirs()
-    data = report.resolution_dict(res, dirs, dict(os.environ), batch_size)
+    data = report.resolution_dict(res, dirs, dict(os.environ), batch_size,
+                                  report.engine_dict(choice, engine_dir, why))
     if as_json:
         typer.echo(json.dumps(data, indent=2))
     else:

@@ -55,6 +55,19 @@ BlockOpt = Annotated[Optional[str], typer.Option(
                           "checkpoint's scheme, the checkpoint's block shape is the default.")]
 PerTokenOpt = Annotated[bool, typer.Option("--per-token", help="Per-token activation scales (fp8_w8a8, int8_w8a8).")]
 PerChannelOpt = Annotated[bool, typer.Option("--per-channel", help="Per-output-channel weight scales (fp8_w8a8, int8_w8a8).")]
+EngineOpt = Annotated[Optional[str], typer.Option(
+    "--engine", help="Engine profile whose fused-MoE kernel rules apply (vllm-0.12, vllm-0.25, vllm-0.33). Default: the "
+                     "profile of the installed vllm (read from its package metadata), else the newest.")]
+
+
+def engine_choice(engine: Optional[str]):
+    """The engine profile for --engine (moeplan.engine.choose_profile); its warning, if any, as one stderr line."""
+    from moeplan.engine import choose_profile
+
+    choice = choose_profile(engine)
+    if choice.warning:
+        typer.echo("moeplan: warning: " + " ".join(choice.warning.split()), err=True)
+    return choice
 
 
 def local_device_name() -> Optional[str]:

@@ -21,7 +21,7 @@ TunedDirOpt = typer.Option([], "--tuned-dir", help="Folder of tables to look in 
                                                    "then moeplan's shipped tables.")
 
 
-def matrix_rows(path: str, tuned_dir: list[str], shard_text: Optional[str]) -> dict:
+def matrix_rows(path: str, tuned_dir: list[str], shard_text: Optional[str], engine: Optional[str] = None) -> dict:
     """Everything `moeplan matrix` prints: one row per distinct table (with its status) and the
     invalid combinations; shared with `tune --matrix`."""
     from moeplan import matrix as mx
@@ -36,8 +36,8 @@ def matrix_rows(path: str, tuned_dir: list[str], shard_text: Optional[str]) -> d
     dirs = list(tuned_dir) or paths.default_tuned_dirs()
     out_dir = tuned_dir[0] if tuned_dir else paths.DEFAULT_OUT
     inst = staleness.current_installation()
-    if m.engine:  # the matrix names the engine its tables are for: judge them against that profile
-        inst = staleness.Installation(inst.triton_version, m.engine)
+    if engine or m.engine:  # the tables are for that engine profile (--engine, else the matrix's): judge them so
+        inst = staleness.Installation(inst.triton_version, engine or m.engine)
     engine_dir = engine_config_dir()
     rows = []
     for j in chosen:
@@ -56,10 +56,12 @@ class MatrixRun:
     def __init__(self, data: dict, todo: list, label: str):
         self.data, self.todo, self.label = data, todo, label
         self.batch_sizes = data["matrix"].batch_sizes
+        self.engine = data["matrix"].engine
 
     @classmethod
-    def plan(cls, path: str, shard_text: Optional[str], out: str, force: bool) -> "MatrixRun":
-        data = matrix_rows(path, [out], shard_text)
+    def plan(cls, path: str, shard_text: Optional[str], out: str, force: bool,
+             engine: Optional[str] = None) -> "MatrixRun":
+        data = matrix_rows(path, [out], shard_text, engine)
         rows = data["rows"]
         todo = [r for r in rows if r["status"].status == "missing" or (force and r["status"].status == "stale")]
         label = f"{path}" + (f" (shard {shard_text})" if shard_text else "")

@@ -13,12 +13,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from moeplan.cli_common import (All2AllOpt, BlockOpt, DpOpt, DtypeOpt, EpOpt, PerChannelOpt, PerTokenOpt, PlacementOpt,
-                                 TpOpt, one_line_errors)
+from moeplan.cli_common import (All2AllOpt, BlockOpt, DpOpt, DtypeOpt, EngineOpt, EpOpt, PerChannelOpt, PerTokenOpt,
+                                 PlacementOpt, TpOpt, engine_choice, one_line_errors)
+from moeplan.engine import ENGINE_BATCH_SIZES
 from moeplan.errors import TuneError
 from moeplan.paths import DEFAULT_OUT
 
-ENGINE_BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 1536, 2048, 3072, 4096)
 MAX_BATCH = 1 << 20
 
 
@@ -79,8 +79,9 @@ def tune(
     per_token: PerTokenOpt = False,
     per_channel: PerChannelOpt = False,
     device_name: Optional[str] = typer.Option(None, "--device-name", help="GPU name for the file name (default: the GPU's own; must match it)."),
+    engine: EngineOpt = None,
     batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="Comma-separated batch sizes (default: the engine's 18, 1..4096)."),
-    search_space: Optional[str] = typer.Option(None, "--search-space", help="JSON list of configs (default: the engine's 1,920-config space, pruned)."),
+    search_space: Optional[str] = typer.Option(None, "--search-space", help="JSON list of configs, or an object of knob -> values (default: the engine profile's space, pruned). Only configs of the space are written; the default heuristic's config is timed as the baseline."),
     strategy: str = typer.Option("fast", "--strategy", help="fast | exhaustive"),
     out: str = typer.Option(DEFAULT_OUT, "--out", help="Output folder for tables, CSVs and the checkpoint (default: ./tuned, the first folder `resolve` looks in)."),
     gpus: str = typer.Option("all", "--gpus", help="GPU indices, e.g. 0,1, or all (one worker process per GPU)."),
@@ -111,14 +112,6 @@ def tune(
     sizes = parse_batch_sizes(batch_sizes)
     if strategy not in STRATEGIES:
         raise TuneError(f"--strategy {strategy!r} is unknown; valid: {', '.join(STRATEGIES)}")
-    configs = load_search_space(search_space) if search_space else engine_space()
-    space_source = search_space or "engine (1,920 configs)"
-    route = parse_routing(routing)
-    if point_timeout <= 0:
-        raise TuneError(f"--point-timeout {point_timeout} must be positive")
-    if restart_every < 0:
-        raise TuneError(f"--restart-every {restart_every} must be >= 0 (0: never)")
-    from moeplan.tune.backends import make_backend
     if (model is None) == (matrix is None):
         raise TuneError("pass a MODEL or --matrix FILE (one of them)")
     if shard is not None and matrix is None:
@@ -126,8 +119,19 @@ def tune(
     fleet = None
     if matrix is not None:  # the tables come from the matrix file (moeplan.cli_fleet); exits when none is to do
         from moeplan.cli_fleet import MatrixRun
-        fleet = MatrixRun.plan(matrix, shard, out, force)
+        fleet = MatrixRun.plan(matrix, shard, out, force, engine)
         sizes = sizes if batch_sizes is not None or not fleet.batch_sizes else list(fleet.batch_sizes)
+        engine = engine if engine is not None else fleet.engine  # the matrix's profile unless --engine says
+    from moeplan.tune.backends import make_backend
+    choice = engine_choice(engine)
+    profile = choice.profile
+    configs = load_search_space(search_space) if search_space is not None else engine_space(profile)
+    space_source = search_space or f"engine profile {profile.name} ({len(configs)} configs)"
+    route = parse_routing(routing)
+    if point_timeout <= 0:
+        raise TuneError(f"--point-timeout {point_timeout} must be positive")
+    if restart_every < 0:
+        raise TuneError(f"--restart-every {restart_every} must be >= 0 (0: never)")
     backend = make_backend(ray)
     # Validate the model, layout and quantization before touching the GPU or the output folder.
     from moeplan.cli_common import resolution_from_options
@@ -181,7 +185,9 @@ def tune(
                        out_dir=out_dir, gpus=gpu_list, routing=route, interpret=interpret, fresh=fresh, force=force,
                        seed=seed, device_name=dev, point_timeout_s=point_timeout, restart_every=restart_every,
                        compile_threads=threads, triton_version=triton.__version__,
-                       timer=os.environ.get("MOEPLAN_TUNE_TIMER") or None)
+                       timer=os.environ.get("MOEPLAN_TUNE_TIMER") or None, engine=profile.name)
+    if not quiet:
+        typer.echo(f"engine profile: {profile.name} ({choice.reason})", err=True)
     from moeplan.tune.api import TableRequest, tune_tables
     targets = [TableRequest(spec, res) for spec in res.tables()] if fleet is None else fleet.requests(dev, interpret)
     if not targets:

@@ -20,6 +20,9 @@ from typing import Callable, Optional
 
 from moeplan.errors import MoeplanError
 
+# The batch sizes of the engine's tuning script and shipped tables (spec: search_space.md).
+ENGINE_BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 1536, 2048, 3072, 4096)
+
 KNOB_ORDER = ("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M", "num_warps", "num_stages")
 
 # The engine's tuning-script domains (spec: search_space.md), BLOCK_SIZE_M apart.
@@ -88,19 +91,31 @@ class EngineProfile:
                 "block_m": list(self.block_m), "default_heuristic": self.heuristic}
 
 
+# Release ranges from the engine's public history (docs/engine_profiles.md has the pull
+# requests): the EP drop came with 0.13 (direct path only), naive assignment with 0.14/0.20,
+# the 2026 default rule with 0.17, the swap and BLOCK_SIZE_M = 8 tables with 0.25; the
+# modular path the engine runs still padded EP pairs through 0.28, and 0.33 drops them.
+# Releases between two ranges (0.13 - 0.24, 0.29 - 0.32) get the older profile and a warning.
 PROFILES: dict[str, EngineProfile] = {
     p.name: p for p in (
         EngineProfile(
-            name="vllm-0.10",
-            releases="vLLM 0.10.x and earlier: align always runs, EP pairs padded to -1 tiles, no operand swap, "
-                     "BLOCK_SIZE_M from 16",
-            first=(0, 0), last=(0, 10),
+            name="vllm-0.12",
+            releases="vLLM 0.10.0 - 0.12.x: align always runs, EP pairs padded into -1 tiles, no operand swap, "
+                     "BLOCK_SIZE_M from 16, the 2025 default rule",
+            first=(0, 10), last=(0, 12),
             swap_ab=False, naive_assignment=False, ep_align=EP_ALIGN_PAD,
             block_m=(16, 32, 64, 128, 256), heuristic="2025"),
         EngineProfile(
+            name="vllm-0.25",
+            releases="vLLM 0.25.0 - 0.28.x: operand swap, naive assignment, BLOCK_SIZE_M from 8, EP pairs "
+                     "still padded into -1 tiles",
+            first=(0, 25), last=(0, 28),
+            swap_ab=True, naive_assignment=True, ep_align=EP_ALIGN_PAD,
+            block_m=(8, 16, 32, 64, 128, 256), heuristic="2026"),
+        EngineProfile(
             name="vllm-0.33",
-            releases="vLLM 0.33.x (the current kernel: operand swap, naive assignment, EP pairs dropped, "
-                     "BLOCK_SIZE_M from 8)",
+            releases="vLLM 0.33.x: operand swap, naive assignment, EP pairs dropped, BLOCK_SIZE_M from 8 "
+                     "(spec: engine_kernel_current.md)",
             first=(0, 33), last=None,
             swap_ab=True, naive_assignment=True, ep_align=EP_ALIGN_DROP,
             block_m=(8, 16, 32, 64, 128, 256), heuristic="2026"),
@@ -132,13 +147,14 @@ def profile_for_version(version: str) -> tuple[EngineProfile, Optional[str]]:
     for p in sorted(PROFILES.values(), key=lambda p: p.first, reverse=True):
         if v >= p.first:
             if p.last is None and v > p.first and p is newest:
-                return p, (f"vllm {version} is newer than the newest profile {p.name} ({p.releases.split(' (')[0]}); "
-                           f"using {p.name}")
+                return p, (f"vllm {version} is newer than the newest profile {p.name}; using {p.name}")
             if p.last is not None and v > p.last:
-                # between two profiles' ranges: the older release's behaviour is the safe guess
-                return p, (f"vllm {version} lies between profiles; using {p.name} ({p.releases.split(':')[0]})")
+                # between two profiles' ranges: the older release's behaviour is the nearer guess
+                return p, (f"vllm {version} lies between the profiles' release ranges; using {p.name} "
+                           f"({p.releases.split(':')[0]})")
             return p, None
-    return PROFILES[min(PROFILES.values(), key=lambda p: p.first).name], None
+    oldest = min(PROFILES.values(), key=lambda p: p.first)
+    return oldest, f"vllm {version} is older than the oldest profile {oldest.name}; using {oldest.name}"
 
 
 @dataclass(frozen=True)

@@ -123,15 +123,16 @@ class Launch:
 
 def plan_launch(profile: EngineProfile, shape: ShapeInfo, M: int, block_m: int, block_n: int, block_k: int,
                 num_stages: int, capability: Optional[tuple[int, int]] = None,
-                swap: Optional[bool] = None) -> Launch:
+                swap: Optional[bool] = None, naive: Optional[bool] = None) -> Launch:
     """The launch of (BM, BN, BK, stages) at batch M under `profile` on a device of `capability`.
 
     `swap` forces the operand swap on or off (tests, and the CPU interpreter, which has no
-    compute capability); None applies the profile's rule.
+    compute capability); `naive` likewise the naive assignment; None applies the profile's rule.
     """
     T = M * shape.topk
-    naive = profile.uses_naive(M, shape.topk, shape.num_experts_routed, shape.has_expert_map,
-                               shape.grouped_weight_only)
+    if naive is None:
+        naive = profile.uses_naive(M, shape.topk, shape.num_experts_routed, shape.has_expert_map,
+                                   shape.grouped_weight_only)
     if swap is None:
         swap = profile.uses_swap(shape.scheme, capability, block_m, block_n)
     drop = shape.has_expert_map and profile.ep_align == EP_ALIGN_DROP

@@ -6,14 +6,15 @@ This is the only place on the `resolve` path that touches the file system.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import shlex
 from typing import Mapping, Optional, Sequence
 
 from moeplan.errors import TableError
 from moeplan.kernel_config import default_config
-from moeplan.naming import lookup_candidates
+from moeplan.naming import ENV_TUNED_FOLDER, lookup_candidates
 from moeplan.plan import Resolution, TableSpec
 from moeplan.quant import QuantDesc
+
 
 def default_tuned_dirs() -> list[str]:
     """The default lookup folders: ./tuned (where `tune` writes), then moeplan's shipped tables."""
@@ -29,6 +30,31 @@ def find_table(file_name: str, tuned_dirs: Sequence[str], env: Mapping[str, str]
         if os.path.isfile(p):
             return p, tried
     return None, tried
+
+
+def locate_table(file_name: str, tuned_dirs: Sequence[str], env: Mapping[str, str],
+                 engine_dir: Optional[str]) -> dict:
+    """Where a table is, and what the engine itself would load.
+
+    moeplan looks in $VLLM_TUNED_CONFIG_FOLDER, the --tuned-dirs, then the engine's shipped
+    folder; `source` is "tuned" (env folder or a --tuned-dir), "engine" or "missing". The
+    engine only reads the env folder and its own folder (in that order): `engine_loads` is
+    the file it would load, and `export` the line that makes it load a table that is only
+    in a --tuned-dir.
+    """
+    tried = lookup_candidates(file_name, tuned_dirs, env)
+    engine_path = None if engine_dir is None else engine_dir.rstrip("/") + "/" + file_name
+    if engine_path is not None and engine_path not in tried:
+        tried.append(engine_path)
+    found = next((p for p in tried if os.path.isfile(p)), None)
+    env_dir = env.get(ENV_TUNED_FOLDER)
+    env_path = None if not env_dir else env_dir.rstrip("/") + "/" + file_name
+    engine_loads = next((p for p in (env_path, engine_path) if p is not None and os.path.isfile(p)), None)
+    source = "missing" if found is None else ("engine" if found == engine_path else "tuned")
+    export = None
+    if source == "tuned" and found != engine_loads:
+        export = f"export {ENV_TUNED_FOLDER}={shlex.quote(os.path.dirname(os.path.abspath(found)))}"
+    return {"found": found, "source": source, "engine_loads": engine_loads, "export": export, "tried": tried}
 
 
 def _shape(s) -> Optional[list]:
@@ -65,7 +91,7 @@ def quant_dict(res: Resolution, E: int, N: int) -> dict:
     }
 
 
-def _entry(spec: TableSpec, path: Optional[str], M: int) -> dict:
+def _entry(spec: TableSpec, path: Optional[str], M: int, heuristic: str) -> dict:
     if path is not None:
         from moeplan.tables import load_table
 
@@ -73,23 +99,42 @@ def _entry(spec: TableSpec, path: Optional[str], M: int) -> dict:
         key, cfg = table.entry_for(M)
         return {"source": "table", "batch_key": key, "config": cfg.to_dict()}
     cfg = default_config(M, spec.E, spec.N, spec.K, spec.topk, spec.config_name,
-                         list(spec.block_shape) if spec.block_shape else None)
+                         list(spec.block_shape) if spec.block_shape else None, heuristic=heuristic)
     return {"source": "default", "batch_key": None, "config": cfg.to_dict()}
 
 
+def engine_dict(choice, engine_dir: Optional[str], engine_dir_reason: str) -> dict:
+    """The engine profile used and why, and the shipped-table folder looked in."""
+    p = choice.profile
+    return {"profile": p.name, "reason": choice.reason, "warning": choice.warning,
+            "installed_version": choice.engine_version, "releases": p.releases, "configs_dir": engine_dir,
+            "configs_dir_reason": engine_dir_reason, "rules": p.to_dict()}
+
+
 def resolution_dict(res: Resolution, tuned_dirs: Sequence[str], env: Mapping[str, str],
-                    batch_size: Optional[int] = None) -> dict:
+                    batch_size: Optional[int] = None, engine: Optional[dict] = None) -> dict:
+    """`engine`: an `engine_dict` (profile and shipped-table folder); None: the newest profile,
+    no shipped folder."""
+    if engine is None:
+        from moeplan.engine import choose_profile
+        engine = engine_dict(choose_profile(None, version_of=lambda _: None), None, "not looked up")
+    heuristic = engine["rules"]["default_heuristic"]
     m = res.model
     tables = []
     found: dict[str, Optional[str]] = {}
     for spec in res.tables():
-        path, tried = (None, []) if not res.device_known else find_table(spec.file_name, tuned_dirs, env)
+        if res.device_known:
+            where = locate_table(spec.file_name, tuned_dirs, env, engine["configs_dir"])
+        else:
+            where = {"found": None, "source": "unknown", "engine_loads": None, "export": None, "tried": []}
+        path = where["found"]
         found[spec.file_name] = path
-        t = {"tuning_file": spec.file_name, "found": path, "tried": tried, "E": spec.E, "N": spec.N,
-             "devices": list(spec.devices)}
+        t = {"tuning_file": spec.file_name, "found": path, "source": where["source"],
+             "engine_loads": where["engine_loads"], "export": where["export"], "tried": where["tried"],
+             "E": spec.E, "N": spec.N, "devices": list(spec.devices), "engine_profile": engine["profile"]}
         if batch_size is not None:
             try:
-                t["entry"] = _entry(spec, path, batch_size)
+                t["entry"] = _entry(spec, path, batch_size, heuristic)
             except TableError as e:
                 t["entry"] = {"source": "error", "error": str(e)}
         tables.append(t)
@@ -120,6 +165,7 @@ def resolution_dict(res: Resolution, tuned_dirs: Sequence[str], env: Mapping[str
                    "placement": lay.placement, "all2all_backend": lay.all2all_backend,
                    "device_name": res.device_name},
         "quant": quant_dict(res, d0.num_local_experts, d0.N),
+        "engine": engine,
         "devices": devices,
         "tables": tables,
         "batch_size": batch_size,
@@ -162,6 +208,9 @@ def print_resolution(data: dict) -> None:
                   f"K={m['hidden_size']} expert width {m['moe_intermediate_size']}")
     console_.print(f"layout: TP={lay['tp']} DP={lay['dp']} {ep}, {lay['world_size']} device(s); "
                   f"device: {lay['device_name'] or 'unknown (no GPU found; pass --device-name)'}")
+    eng = data["engine"]
+    shipped = eng["configs_dir"] or f"none ({eng['configs_dir_reason']})"
+    console_.print(f"engine profile: {eng['profile']} ({eng['reason']}); shipped tables: {shipped}", soft_wrap=True)
     tag = {t["tuning_file"]: f"T{i + 1}" for i, t in enumerate(data["tables"])}
     dev = Table(title="devices (ranks as rank/size)")
     for col in ("device", "TP", "DP", "EP", "experts", "local experts", "N", "table"):
@@ -186,7 +235,13 @@ def print_resolution(data: dict) -> None:
         devs = _compact_ids(t["devices"])
         console_.print(f"{tag[t['tuning_file']]} {t['tuning_file']}  (devices {devs})", soft_wrap=True)
         if t["found"]:
-            console_.print(f"   [green]found[/green]: {t['found']}", soft_wrap=True)
+            where = "shipped with the engine" if t["source"] == "engine" else "tuned"
+            console_.print(f"   [green]found ({where})[/green]: {t['found']}", soft_wrap=True)
+            if t["export"]:
+                loads = (f"it loads {t['engine_loads']} instead" if t["engine_loads"]
+                         else "it uses its default config")
+                console_.print(f"   the engine will not load it until {ENV_TUNED_FOLDER} names its folder ({loads}): "
+                               f"{t['export']}", soft_wrap=True)
         elif not lay["device_name"]:
             console_.print("   [yellow]device unknown[/yellow]: pass --device-name to name and look up the file")
         else:

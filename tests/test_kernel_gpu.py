@@ -40,7 +40,8 @@ def _check(inp, what, key, **kw):
     M, K = inp.x.shape
     out = poisoned((M, K), inp.x.dtype, "cuda")
     fused_experts(*inp[:5], quant=inp.quant, out=out, **kw)
-    ref = fused_experts_ref(*inp[:5], quant=inp.quant, **{k: v for k, v in kw.items() if k not in ("config", "variant")})
+    ref = fused_experts_ref(*inp[:5], quant=inp.quant,
+                            **{k: v for k, v in kw.items() if k not in ("config", "variant", "engine")})
     return check_rel(out, ref, key, what)
 
 
@@ -173,3 +174,48 @@ def test_fast_variant_graph_replay():
     torch.cuda.synchronize()
     ref = fused_experts_ref(fast.x, fast.w1, fast.w2, w, ids, quant=fast.quant)
     check_rel(fast.out, ref, "fp8_w8a8", "fast graph replay")
+
+
+# ---- engine profile launch rules at real shapes (vllm-0.33 on sm_90) -------------------------
+ENGINE_CASES = [
+    # (shape, M, config, expect swap, expect naive): the DeepSeek-V3 TP8 decode configs of the
+    # engine's H200 table, BLOCK_SIZE_M = 8 with and without the swap, mid-M swapped tiles
+    ("dsv3-tp8-fp8-block", 1, (8, 64, 128, 1, 4, 4), True, True),
+    ("dsv3-tp8-fp8-block", 4, (8, 32, 128, 64, 4, 5), False, True),
+    ("dsv3-tp8-fp8-block", 32, (16, 128, 128, 1, 4, 3), True, False),
+    ("dsv3-tp8-fp8-block", 4096, (64, 128, 128, 32, 4, 3), False, False),
+    ("mixtral-tp2-fp8-token", 1, (16, 64, 128, 1, 4, 4), True, True),
+    ("mixtral-tp2-fp8-tensor", 48, (32, 128, 128, 1, 4, 3), True, False),
+    ("qwen3-30b-a3b-bf16", 4, (8, 64, 64, 1, 4, 4), False, True),  # bf16: never swapped
+]
+
+
+@pytest.mark.parametrize("shape,M,cfg,swap,naive", ENGINE_CASES,
+                         ids=[f"{c[0]}-M{c[1]}-BM{c[2][0]}" for c in ENGINE_CASES])
+def test_engine_rules_real_shapes(shape, M, cfg, swap, naive):
+    E, N, K, topk, dtype, scheme, kw = SHAPES[shape]
+    inp = make_moe_inputs(M, E, N, K, topk, dtype, scheme, device="cuda", seed=seed_for("engine", shape, M), **kw)
+    conf = dict(zip(("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M", "num_warps", "num_stages"), cfg))
+    r = MoeRunner.from_inputs(inp, conf, engine="vllm-0.33")
+    assert torch.cuda.get_device_capability() != (9, 0) or (r.plan.launch.swap, r.plan.launch.naive) == (swap, naive)
+    assert r.plan.launch.naive == naive
+    _check(inp, f"engine rules {shape} M={M}", tol_key(dtype, scheme), config=conf, engine="vllm-0.33")
+
+
+def test_expert_parallel_drop_dsv3_ep8():
+    # DeepSeek-V3 EP8 rank 3 (32 local experts of 256), vllm-0.33 drops non-local pairs
+    E_g, E = 256, 32
+    full = make_moe_inputs(64, E_g, 2048, 7168, 8, "bf16", "fp8_w8a8", device="cuda", seed=seed_for("ep8-drop"),
+                           block_shape=[128, 128])
+    local = torch.arange(96, 128, device="cuda")
+    emap = torch.full((E_g,), -1, dtype=torch.int32, device="cuda")
+    emap[local] = torch.arange(E, dtype=torch.int32, device="cuda")
+    q = full.quant
+    for d in (q.w1, q.w2):
+        d.scale = d.scale[local]
+    inp = full._replace(w1=full.w1[local], w2=full.w2[local])
+    for cfg in ((16, 128, 128, 1, 4, 3), (8, 64, 128, 1, 4, 4)):
+        conf = dict(zip(("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M", "num_warps", "num_stages"), cfg))
+        r = MoeRunner.from_inputs(inp, conf, engine="vllm-0.33", expert_map=emap)
+        assert r.plan.launch.ep_drop and r.plan.launch.align_experts == E
+        _check(inp, f"ep8 drop {cfg}", "fp8_w8a8", config=conf, engine="vllm-0.33", expert_map=emap)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from moeplan import matrix as mx
 from moeplan.cli import app
-from moeplan.engine import choose_profile
+from moeplan.engine import PROFILES, choose_profile
 
 runner = CliRunner()
 H100 = "NVIDIA H100 80GB HBM3"
@@ -97,7 +97,7 @@ def test_present_stale_missing_and_the_engine_folder(tmp_path, monkeypatch):
     tuned = tmp_path / "tuned"
     _current(tuned, MIXTRAL_TP2)  # current in every respect
     _current(tuned, MIXTRAL_TP8, triton="2.0.0")  # another Triton
-    _current(tuned, DSV3_TP8, profile="vllm-0.10" if choose_profile(None).profile.name != "vllm-0.10" else "x")
+    _current(tuned, DSV3_TP8, profile=next(p for p in PROFILES if p != choose_profile(None).profile.name))
     engine = tmp_path / "engine"
     engine.mkdir()
     (engine / DSV3_EP8).write_text(TABLE % "1.0")  # the engine's own table: never judged
@@ -121,8 +121,10 @@ def test_present_stale_missing_and_the_engine_folder(tmp_path, monkeypatch):
 
 def test_the_matrix_engine_is_what_tables_are_judged_against(tmp_path):
     tuned = tmp_path / "tuned"
-    _current(tuned, MIXTRAL_TP2, profile="vllm-0.10")
-    for engine, status in (("vllm-0.10", "present"), ("vllm-0.33", "stale")):
+    current = choose_profile(None).profile.name
+    older = next(p for p in PROFILES if p != current)
+    _current(tuned, MIXTRAL_TP2, profile=older)
+    for engine, status in ((older, "present"), (current, "stale")):
         f = write(tmp_path, f'models = ["mixtral-8x7b"]\ndevices = ["{H100}"]\nengine = "{engine}"\n'
                             '[[layouts]]\ntp = 2\n')
         (t,) = matrix_json(f, "--tuned-dir", str(tuned))["tables"]

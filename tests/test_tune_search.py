@@ -6,6 +6,7 @@ import zlib
 
 import pytest
 
+from moeplan.engine import PROFILES
 from moeplan.errors import TuneError
 from moeplan.kernel_config import KernelConfig, default_config
 from moeplan.tune.checkpoint import Record, ResultStore
@@ -16,16 +17,26 @@ from moeplan.tune.space import (SearchSpace, ShapeInfo, engine_space, max_m_tile
 MIXTRAL = ShapeInfo(8, 7168, 4096, 2, "bf16")
 DSV3_BLOCK = ShapeInfo(256, 256, 7168, 8, "fp8_w8a8", (128, 128))
 SIZES = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 1536, 2048, 3072, 4096]
+OLD, NEW = PROFILES["vllm-0.12"], PROFILES["vllm-0.33"]
+
+
+def test_engine_space_per_profile():
+    # the engine's tuning script: 1,920 configs; profiles whose kernel runs BLOCK_SIZE_M = 8 add 384
+    assert len(engine_space(OLD)) == 1920
+    assert len(engine_space(NEW)) == len(engine_space()) == 2304
+    assert {c.BLOCK_SIZE_M for c in engine_space(NEW)} == {8, 16, 32, 64, 128, 256}
 
 
 def test_engine_space_and_quant_block_rule():
-    assert len(engine_space()) == 1920
+    space = engine_space(OLD)
     # the spec's rule alone (BK % bk, BN % bn) leaves 640 for [128,128] ...
-    blk = [c for c in engine_space() if c.BLOCK_SIZE_K % 128 == 0 and c.BLOCK_SIZE_N % 128 == 0]
+    blk = [c for c in space if c.BLOCK_SIZE_K % 128 == 0 and c.BLOCK_SIZE_N % 128 == 0]
     assert len(blk) == 640
-    sp = SearchSpace.build(engine_space(), DSV3_BLOCK)
+    sp = SearchSpace.build(space, DSV3_BLOCK)
     # ... and BK=256 runs as 128 under the kernel's clamp: those twins are dropped too
-    assert sp.report.quant_block == 1280 and sp.report.clamped_k == 320
+    # (a BK=256 twin of a config pruned for shared memory counts as pruned for shared memory)
+    assert sp.report.quant_block == 1280 and sp.report.clamped_k == 288 and sp.report.smem == 64
+    assert sp.report.kept == 288
     assert all(c.BLOCK_SIZE_K == 128 and c.BLOCK_SIZE_N in (128, 256) for c in sp.configs)
     assert all(smem_bytes(c, DSV3_BLOCK) <= sp.smem_limit for c in sp.configs)
 
@@ -49,8 +60,19 @@ def test_pruning_never_empties():
     assert len(sp.configs) == 1
 
 
+def test_non_square_block_prunes_as_the_launcher_runs():
+    # block [64, 128]: the kernel runs BK = min(BK, 64, 128) = 64, so BK 128 and 256 are one
+    # program (the old pruner clamped to 128 and kept both, with a 128-wide smem estimate)
+    shape = ShapeInfo(32, 512, 1024, 4, "fp8_w8a8", (64, 128))
+    sp = SearchSpace.build(engine_space(OLD), shape)
+    assert {c.BLOCK_SIZE_K for c in sp.configs} == {128}
+    assert sp.report.clamped_k > 0
+    c = KernelConfig(64, 128, 128, 1, 4, 3)
+    assert smem_bytes(c, shape) == 3 * (64 * 64 + 64 * 128)
+
+
 def test_candidates_cap_block_m_and_collapse_groups():
-    sp = SearchSpace.build(engine_space(), MIXTRAL)
+    sp = SearchSpace.build(engine_space(OLD), MIXTRAL, profile=OLD)
     c1 = sp.candidates(1)
     assert {c.BLOCK_SIZE_M for c in c1} == {16}
     # M=1: at most 2 + 8*15 rows -> 8 tiles: GROUP_SIZE_M 16/32/64 are the same program order
@@ -83,7 +105,14 @@ def test_max_m_tiles_matches_the_kernels_align():
     from moeplan.kernels.align import max_padded_rows
     for M in (1, 7, 64, 4096):
         for bm in (16, 64, 256):
-            assert max_m_tiles(M, DSV3_BLOCK, bm) * bm == max_padded_rows(M * 8, 256, bm)
+            assert max_m_tiles(M, DSV3_BLOCK, bm, OLD) * bm == max_padded_rows(M * 8, 256, bm)
+            # vllm-0.33: no align for M * topk * 4 <= E (M <= 8 here): one tile per pair
+            want = M * 8 if M * 8 * 4 <= 256 else max_padded_rows(M * 8, 256, bm) // bm
+            assert max_m_tiles(M, DSV3_BLOCK, bm, NEW) == want
+    # EP under vllm-0.33: align sorts into the local experts only
+    ep = ShapeInfo(32, 2048, 7168, 8, "fp8_w8a8", (128, 128), E_global=256)
+    assert max_m_tiles(64, ep, 16, NEW) * 16 == max_padded_rows(64 * 8, 32, 16)
+    assert max_m_tiles(64, ep, 16, OLD) * 16 == max_padded_rows(64 * 8, 256, 16)
 
 
 @pytest.mark.parametrize("text, needle", [

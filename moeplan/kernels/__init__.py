@@ -33,7 +33,6 @@ _EXPORTS = {
     "make_routing": "inputs",
     "MoeInputs": "inputs",
     "MoeRunner": "runner",
-    "fused_moe_call_factory": "runner",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -10,6 +10,10 @@ graph and replayed with new topk_ids):
   expert_ids        (P // BM,)  the expert of each BM-row tile (mapped through
                           expert_map: -1 for experts another EP rank owns; -1 as well
                           for tiles past the used rows).
+With `drop=True` (and an expert_map) align follows the engine's current EP rule instead:
+pairs whose expert is not local (map value -1) are not counted, ranked or padded; the
+runs are over the E local experts and expert_ids holds local ids (the GEMM2 output must
+then be zero-filled: dropped pairs get no row).
   num_tokens_post_padded (1,)  used rows (sum of the padded runs); tiles at or past it
                           are empty.
 
@@ -34,15 +38,7 @@ import triton
 import triton.language as tl
 
 from moeplan.kernels._common import cdiv, next_pow2
-
-
-def max_padded_rows(num_pairs: int, num_experts: int, block_m: int) -> int:
-    """Upper bound on the padded rows: T + min(E_g, T) * (BM - 1), rounded up to BM.
-
-    At most min(E_g, T) experts are hit and each wastes at most BM - 1 rows.
-    """
-    rows = num_pairs + min(num_experts, num_pairs) * (block_m - 1)
-    return cdiv(max(rows, 1), block_m) * block_m
+from moeplan.launch import max_padded_rows  # noqa: F401 - the one rule, re-exported for the kernel package
 
 
 @dataclass
@@ -78,12 +74,24 @@ class AlignBuffers:
 
 
 @triton.jit
-def _count(ids_ptr, counts_ptr, offs, mask):
-    # bump each pair's expert counter; the old value is the pair's rank in the expert's run
+def _expert_of(ids_ptr, map_ptr, offs, mask, DROP: tl.constexpr):
+    # the expert each pair is sorted into, and whether it takes part: with DROP, the local
+    # id from the EP map, and pairs of non-local experts (-1) left out
     e = tl.load(ids_ptr + offs, mask=mask, other=0).to(tl.int32)
+    if DROP:
+        e = tl.load(map_ptr + e, mask=mask, other=-1)
+        mask = mask & (e >= 0)
+        e = tl.where(mask, e, 0)
+    return e, mask
+
+
+@triton.jit
+def _count(ids_ptr, map_ptr, counts_ptr, offs, mask, DROP: tl.constexpr):
+    # bump each pair's expert counter; the old value is the pair's rank in the expert's run
+    e, mask = _expert_of(ids_ptr, map_ptr, offs, mask, DROP)
     # relaxed: only the returned ranks matter; kernel ends / block barriers order the rest
     rank = tl.atomic_add(counts_ptr + e, 1, mask=mask, sem="relaxed")
-    return e, rank
+    return e, rank, mask
 
 
 @triton.jit
@@ -133,7 +141,7 @@ def _scan_and_label(counts_ptr, offsets_ptr, expert_map_ptr, sorted_ptr, expert_
 def _align_small_kernel(ids_ptr, counts_ptr, offsets_ptr, expert_map_ptr, sorted_ptr, expert_ids_ptr,
                         ntpp_ptr, E, T, num_tiles,
                         BLOCK_M: tl.constexpr, E_POW2: tl.constexpr, BLOCK_T: tl.constexpr,
-                        ROWS: tl.constexpr, JB: tl.constexpr, HAS_MAP: tl.constexpr):
+                        ROWS: tl.constexpr, JB: tl.constexpr, HAS_MAP: tl.constexpr, DROP: tl.constexpr):
     # The whole align in ONE program (small T): zero the counters, count with atomics,
     # scan and label, scatter. Block-wide barriers order the global-memory phases among
     # this program's threads (volatile loads skip L1). One launch instead of four matters
@@ -143,7 +151,7 @@ def _align_small_kernel(ids_ptr, counts_ptr, offsets_ptr, expert_map_ptr, sorted
     tl.debug_barrier()
     t = tl.arange(0, BLOCK_T)
     t_mask = t < T
-    e, rank = _count(ids_ptr, counts_ptr, t, t_mask)
+    e, rank, t_mask = _count(ids_ptr, expert_map_ptr, counts_ptr, t, t_mask, DROP)
     tl.debug_barrier()
     _scan_and_label(counts_ptr, offsets_ptr, expert_map_ptr, sorted_ptr, expert_ids_ptr, ntpp_ptr,
                     E, T, num_tiles, BLOCK_M, E_POW2, ROWS, JB, HAS_MAP)
@@ -153,10 +161,10 @@ def _align_small_kernel(ids_ptr, counts_ptr, offsets_ptr, expert_map_ptr, sorted
 
 
 @triton.jit
-def _count_kernel(ids_ptr, counts_ptr, ranks_ptr, T, BLOCK: tl.constexpr):
+def _count_kernel(ids_ptr, map_ptr, counts_ptr, ranks_ptr, T, BLOCK: tl.constexpr, DROP: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < T
-    e, rank = _count(ids_ptr, counts_ptr, offs, mask)
+    e, rank, mask = _count(ids_ptr, map_ptr, counts_ptr, offs, mask, DROP)
     tl.store(ranks_ptr + offs, rank, mask=mask)
 
 
@@ -169,10 +177,11 @@ def _scan_kernel(counts_ptr, offsets_ptr, expert_map_ptr, sorted_ptr, expert_ids
 
 
 @triton.jit
-def _scatter_kernel(ids_ptr, offsets_ptr, ranks_ptr, sorted_ptr, T, BLOCK: tl.constexpr):
+def _scatter_kernel(ids_ptr, map_ptr, offsets_ptr, ranks_ptr, sorted_ptr, T, BLOCK: tl.constexpr,
+                    DROP: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < T
-    e = tl.load(ids_ptr + offs, mask=mask, other=0).to(tl.int32)
+    e, mask = _expert_of(ids_ptr, map_ptr, offs, mask, DROP)
     start = tl.load(offsets_ptr + e, mask=mask, other=0)
     rank = tl.load(ranks_ptr + offs, mask=mask, other=0)
     tl.store(sorted_ptr + start + rank, offs, mask=mask)
@@ -187,12 +196,15 @@ def moe_align_block_size(
     num_experts: int,
     expert_map: Optional[torch.Tensor] = None,
     buffers: Optional[AlignBuffers] = None,
+    drop: bool = False,
 ):
     """Triton align. topk_ids (M, topk) int32/int64 global expert ids in [0, E_g).
 
     Returns (sorted_token_ids (P,), expert_ids (P // BM,), num_tokens_post_padded (1,)).
-    `buffers` (from AlignBuffers.allocate) makes the call allocation-free.
+    `buffers` (from AlignBuffers.allocate) makes the call allocation-free. With `drop`,
+    `num_experts` is the local expert count and non-local pairs are left out (module doc).
     """
+    drop = bool(drop and expert_map is not None)
     T = topk_ids.numel()
     if buffers is None:
         buffers = AlignBuffers.allocate(T, num_experts, block_m, topk_ids.device)
@@ -203,19 +215,22 @@ def moe_align_block_size(
     num_tiles = b.expert_ids.numel()
     e_pow2 = next_pow2(num_experts)
     emap = expert_map if expert_map is not None else b.counts
+    # dropped pairs are mapped while counting: the tiles then carry local ids, no map needed
     common = dict(BLOCK_M=block_m, E_POW2=e_pow2, ROWS=1024, JB=max(1, min(block_m, 4096 // e_pow2)),
-                  HAS_MAP=expert_map is not None)
+                  HAS_MAP=expert_map is not None and not drop)
     if T <= SMALL_T:
         _align_small_kernel[(1,)](
             ids, b.counts, b.offsets, emap, b.sorted_token_ids, b.expert_ids, b.num_tokens_post_padded,
-            num_experts, T, num_tiles, BLOCK_T=next_pow2(max(T, 1)), num_warps=4 if T <= 1024 else 8, **common)
+            num_experts, T, num_tiles, BLOCK_T=next_pow2(max(T, 1)), num_warps=4 if T <= 1024 else 8,
+            DROP=drop, **common)
         return b.outputs()
     BLOCK = 1024
     b.counts.zero_()
-    _count_kernel[(cdiv(T, BLOCK),)](ids, b.counts, b.ranks, T, BLOCK=BLOCK, num_warps=4)
+    _count_kernel[(cdiv(T, BLOCK),)](ids, emap, b.counts, b.ranks, T, BLOCK=BLOCK, DROP=drop, num_warps=4)
     _scan_kernel[(1,)](b.counts, b.offsets, emap, b.sorted_token_ids, b.expert_ids, b.num_tokens_post_padded,
                        num_experts, T, num_tiles, num_warps=8, **common)
-    _scatter_kernel[(cdiv(T, BLOCK),)](ids, b.offsets, b.ranks, b.sorted_token_ids, T, BLOCK=BLOCK, num_warps=4)
+    _scatter_kernel[(cdiv(T, BLOCK),)](ids, emap, b.offsets, b.ranks, b.sorted_token_ids, T, BLOCK=BLOCK,
+                                       DROP=drop, num_warps=4)
     return b.outputs()
 
 
@@ -224,32 +239,44 @@ def moe_align_block_size_torch(
     block_m: int,
     num_experts: int,
     expert_map: Optional[torch.Tensor] = None,
+    drop: bool = False,
 ):
     """Pure-torch align with the same outputs (pairs inside an expert's run in index order).
 
-    No host sync (no bincount/nonzero/.item()), so it is capturable too.
+    No host sync (no bincount/nonzero/.item()), so it is capturable too. `drop`: as
+    `moe_align_block_size` (num_experts local, non-local pairs left out).
     """
     device = topk_ids.device
     ids = topk_ids.reshape(-1).to(torch.int64)  # (T,)
     T = ids.numel()
     P = max_padded_rows(T, num_experts, block_m)
-    counts = torch.zeros(num_experts, dtype=torch.int64, device=device)  # (E_g,)
+    drop = drop and expert_map is not None
+    if drop:
+        # local ids; dropped pairs go to an extra bucket E that gets no rows
+        local = expert_map.to(torch.int64)[ids]  # (T,)
+        ids = torch.where(local >= 0, local, torch.full_like(local, num_experts))
+    buckets = num_experts + (1 if drop else 0)
+    counts = torch.zeros(buckets, dtype=torch.int64, device=device)  # (E,) (+1 dropped)
     counts.scatter_add_(0, ids, torch.ones_like(ids))
-    padded = (counts + block_m - 1) // block_m * block_m  # (E_g,)
+    padded = (counts + block_m - 1) // block_m * block_m  # (E,) (+1)
+    if drop:
+        padded[num_experts] = 0
     ends = torch.cumsum(padded, 0)  # (E_g,) inclusive
     starts = ends - padded
     first_pair = torch.cumsum(counts, 0) - counts  # (E_g,) first sorted index of each expert
     order = torch.argsort(ids, stable=True)  # (T,) pairs sorted by expert
     e_sorted = ids[order]
     rank = torch.arange(T, device=device) - first_pair[e_sorted]
-    sorted_ids = torch.full((P,), T, dtype=torch.int32, device=device)  # (P,)
+    sorted_ids = torch.full((P + (T if drop else 0),), T, dtype=torch.int32, device=device)  # (P,) (+ spill)
+    # dropped pairs are written past P (starts[E] = used rows) and cut off below
     sorted_ids[starts[e_sorted] + rank] = order.to(torch.int32)
+    sorted_ids = sorted_ids[:P]
     total = ends[-1:].to(torch.int32)  # (1,)
     tile_rows = torch.arange(P // block_m, device=device) * block_m  # (P // BM,)
     e_tile = torch.searchsorted(ends, tile_rows, right=True)  # (P // BM,)
     in_use = tile_rows < ends[-1]
     e_tile = e_tile.clamp(max=num_experts - 1)
-    if expert_map is not None:
+    if expert_map is not None and not drop:
         e_tile = expert_map.to(torch.int64)[e_tile]
     expert_ids = torch.where(in_use, e_tile, torch.full_like(e_tile, -1)).to(torch.int32)
     return sorted_ids, expert_ids, total

@@ -31,11 +31,14 @@ import torch
 import triton
 import triton.language as tl
 
+from moeplan.engine import NEWEST, PROFILES, EngineProfile, get_profile
 from moeplan.kernel_config import KNOBS, KernelConfig, default_config
 from moeplan.kernels._common import cdiv, round_to_bf16_grid, tl_dtype, upcast_dot
 from moeplan.kernels.activation import act_and_quant
 from moeplan.kernels.align import AlignBuffers, moe_align_block_size
 from moeplan.kernels.quantize import activation_quant_mode, quantize_activation, weight_group_size
+from moeplan.launch import Launch, ShapeInfo, plan_launch
+from moeplan.launch import effective_block_k as _launch_block_k
 from moeplan.quant import QuantConfig
 
 # Quant kinds of one GEMM (constexpr QUANT of the kernel)
@@ -136,6 +139,11 @@ def _moe_gemm_kernel(
     # the used rows, so every row of C is defined
     A_SORTED: tl.constexpr = False, A_DESC: tl.constexpr = False, a_desc=None,
     C_SORTED: tl.constexpr = False,
+    # engine launch rules (profile vllm-0.33; faithful kernel): NAIVE: no align, tile p is
+    # pair p alone (row 0; its other rows invalid), expert_ids_ptr is topk_ids flattened;
+    # SWAP_AB: the tile is computed transposed (fp8 w8a8 only): A loaded as (BK, BM), B as
+    # (BN, BK), acc (BN, BM) += dot(B, A), transposed back once before the epilogue
+    NAIVE: tl.constexpr = False, SWAP_AB: tl.constexpr = False,
 ):
     # ---- grouped program order -------------------------------------------------------
     pid = tl.program_id(0)
@@ -158,7 +166,9 @@ def _moe_gemm_kernel(
                 _store_zero_rows(c_ptr, offs_tid, offs_m < BLOCK_SIZE_M, pid_n, N, stride_cm, stride_cn,
                                  BLOCK_SIZE_N, DOT_M, compute_type)
         return
-    if DOT_M == BLOCK_SIZE_M:
+    if NAIVE:
+        offs_token = tl.where(offs_m == 0, pid_m, num_valid_tokens)
+    elif DOT_M == BLOCK_SIZE_M:
         offs_token = tl.load(sorted_token_ids_ptr + offs_tid)
     else:
         offs_token = tl.load(sorted_token_ids_ptr + offs_tid, mask=offs_m < BLOCK_SIZE_M,
@@ -195,9 +205,15 @@ def _moe_gemm_kernel(
 
     offs_k = tl.arange(0, BLOCK_SIZE_K)
     offs_bn = (pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)) % N  # wrap: no N mask on loads
-    a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
     b_base = b_ptr + off_expert * stride_be
-    if W_BITS == 4:
+    if SWAP_AB:  # transposed tiles: A (BK, BM), B (BN, BK)
+        a_ptrs = a_ptr + a_rows[None, :] * stride_am + offs_k[:, None] * stride_ak
+        b_ptrs = b_base + offs_k[None, :] * stride_bk + offs_bn[:, None] * stride_bn
+    else:
+        a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
+    if SWAP_AB:
+        pass  # 8-bit weights: set above
+    elif W_BITS == 4:
         b_ptrs = b_base + (offs_k[:, None] // 2) * stride_bk + offs_bn[None, :] * stride_bn
         b_shift = (offs_k[:, None] % 2) * 4
     else:
@@ -252,7 +268,10 @@ def _moe_gemm_kernel(
             b_ptrs += k_lo * (BLOCK_SIZE_K // 2) * stride_bk
         else:
             b_ptrs += k_lo * BLOCK_SIZE_K * stride_bk
-    accumulator = tl.zeros((DOT_M, BLOCK_SIZE_N), dtype=tl.float32)
+    if SWAP_AB:
+        accumulator = tl.zeros((BLOCK_SIZE_N, DOT_M), dtype=tl.float32)
+    else:
+        accumulator = tl.zeros((DOT_M, BLOCK_SIZE_N), dtype=tl.float32)
     if QUANT == 2:
         if ONE_ACC:
             ks0 = (k_lo * BLOCK_SIZE_K) // group_k
@@ -266,7 +285,23 @@ def _moe_gemm_kernel(
     if A_DESC:
         a_row = (pid_m * BLOCK_SIZE_M).to(tl.int32)
     for k in range(k_lo, k_hi):
-        if A_DESC:
+        if SWAP_AB:
+            # fp8 w8a8 only (QUANT 1 or 2, no int dot, no fast-variant options)
+            if EVEN_K:
+                a = tl.load(a_ptrs, mask=token_mask[None, :], other=0.0)
+                b = tl.load(b_ptrs)
+            else:
+                k_ok = offs_k < K - k * BLOCK_SIZE_K
+                a = tl.load(a_ptrs, mask=token_mask[None, :] & k_ok[:, None], other=0.0)
+                b = tl.load(b_ptrs, mask=k_ok[None, :], other=0.0)
+            if QUANT == 2:
+                ks = (k * BLOCK_SIZE_K) // group_k
+                a_s = tl.load(a_scale_ptrs + ks * stride_ask, mask=token_mask, other=1.0)
+                b_s = tl.load(b_scale_ptrs + ks * stride_bsk)
+                accumulator += tl.dot(b, a) * b_s[:, None] * a_s[None, :]
+            else:
+                accumulator = _dot(b, a, accumulator, UPCAST)
+        elif A_DESC:
             a = a_desc.load([a_row, k * BLOCK_SIZE_K])  # (DOT_M, BK); zeros past I
         elif EVEN_K:
             if not A_SORTED:
@@ -278,13 +313,17 @@ def _moe_gemm_kernel(
             if not A_SORTED:
                 a_mask = a_mask & token_mask[:, None]
             a = tl.load(a_ptrs, mask=a_mask, other=0.0)
-        if B_DESC:
+        if SWAP_AB:
+            pass  # loaded above
+        elif B_DESC:
             b = b_desc.load([b_row, k * BLOCK_SIZE_K]).T  # (BK, BN) view of a K-major tile
         elif EVEN_K:
             b = tl.load(b_ptrs)
         else:
             b = tl.load(b_ptrs, mask=offs_k[:, None] < K - k * BLOCK_SIZE_K, other=0.0)
-        if QUANT == 0:
+        if SWAP_AB:
+            pass
+        elif QUANT == 0:
             accumulator = _dot(a, b, accumulator, UPCAST)
         elif QUANT == 1:
             if INT_DOT:
@@ -392,6 +431,8 @@ def _moe_gemm_kernel(
             b_ptrs += BLOCK_SIZE_K * stride_bk
 
     # ---- epilogue ----------------------------------------------------------------------
+    if SWAP_AB:
+        accumulator = tl.trans(accumulator)  # (BN, BM) -> (BM, BN): the epilogue is unchanged
     if QUANT == 2:
         if ONE_ACC:
             accumulator = accumulator * (prev_a[:, None] * prev_b[None, :])
@@ -534,10 +575,9 @@ def tma_eligible(B: torch.Tensor, gq: GemmQuant, BN: int, BK: int) -> bool:
 
 
 def effective_block_k(config: dict, gq: GemmQuant) -> int:
-    """BLOCK_SIZE_K as the kernel runs it: clamped to min(block_shape) with block quant."""
-    bk = int(config["BLOCK_SIZE_K"])
+    """BLOCK_SIZE_K as the kernel runs it (moeplan.launch's rule: min(BK, bn, bk) with block quant)."""
+    bk = _launch_block_k(int(config["BLOCK_SIZE_K"]), tuple(gq.block_shape) if gq.block_shape else None)
     if gq.block_shape is not None:
-        bk = min(bk, min(gq.block_shape))
         if gq.block_shape[1] % bk:
             raise ValueError(f"BLOCK_SIZE_K {bk} does not divide the block size {gq.block_shape[1]}")
     return bk
@@ -600,6 +640,7 @@ def invoke_moe_gemm(
     a_sorted: bool = False,
     c_sorted: bool = False,
     fit_stages: bool = False,
+    launch: Optional[Launch] = None,
 ) -> None:
     """One grouped GEMM: C[t] = A[t // top_k] @ B[expert(t)].T (+ bias) (* weight[t]).
 
@@ -616,6 +657,9 @@ def invoke_moe_gemm(
     holds P rows in tile order, sentinel rows and unused tiles written as zeros.
     `fit_stages` caps num_stages at the K steps one program runs, keeping FAST_STAGE_FLOOR
     (deeper buffers would hold nothing but take shared memory another program could use).
+    `launch` (moeplan.launch.plan_launch) carries the engine's row plan and tile orientation:
+    with `launch.naive` expert_ids is topk_ids flattened and the grid has one M tile per pair
+    (sorted_token_ids is not read); with `launch.swap` the tiles are computed transposed.
     """
     assert sorted_token_ids.stride(0) == 1 and C.stride(1) == 1
     if split_k > 1 or out_div > 1:
@@ -628,7 +672,13 @@ def invoke_moe_gemm(
     BN = int(config["BLOCK_SIZE_N"])
     BK = effective_block_k(config, gq)
     GM = int(config["GROUP_SIZE_M"])
-    EM = sorted_token_ids.shape[0]
+    EM = launch.padded_rows if launch is not None else sorted_token_ids.shape[0]
+    naive = launch is not None and launch.naive
+    swap = launch is not None and launch.swap
+    if swap and not (gq.kind in (Q_W8A8, Q_W8A8_BLOCK) and A.dtype == torch.float8_e4m3fn
+                     and not (atomic or a_sorted or c_sorted or tma)):
+        raise ValueError("the operand swap runs fp8_w8a8 GEMMs of the faithful kernel only "
+                         f"(got {gq.kind=}, activations {A.dtype})")
     compute = compute_dtype if compute_dtype is not None else C.dtype
     if topk_weights is not None:
         assert topk_weights.is_contiguous()
@@ -687,6 +737,14 @@ def invoke_moe_gemm(
     if c_sorted:
         assert C.shape[0] == EM, "a tile-ordered C holds one row per padded row"
         extra.update(C_SORTED=True)
+    if naive:
+        assert not (a_sorted or c_sorted), "naive assignment has no tile order"
+        extra.update(NAIVE=True)
+    if swap:
+        extra.update(SWAP_AB=True)
+    # the dot's row count: BLOCK_SIZE_M itself, as in the engine's kernel (Triton pads small
+    # tiles to the instruction); tile-ordered rows keep >= 16 (their TMA boxes and row reuse)
+    dot_m = max(BM, 16) if (a_sorted or c_sorted) else BM
     dummy = C
     _moe_gemm_kernel[grid](
         A, B, C,
@@ -713,7 +771,7 @@ def invoke_moe_gemm(
         W_GROUPED=gq.kind == Q_WEIGHT_ONLY and gq.group_size is not None,
         HAS_ZP=w_zp is not None, ZP_DEFAULT=zp_default,
         HAS_BIAS=bias is not None, EVEN_K=I % BK == 0, UPCAST=upcast_dot(compute),
-        DOT_M=max(BM, 16),
+        DOT_M=dot_m,
         num_warps=int(config["num_warps"]), num_stages=stages,
         **extra,
     )
@@ -723,13 +781,30 @@ def invoke_moe_gemm(
 # the layer
 # ---------------------------------------------------------------------------------------------
 
+def resolve_engine(engine: Union[None, str, EngineProfile]) -> EngineProfile:
+    """An engine profile from a name, a profile, or None (the newest)."""
+    if engine is None:
+        return PROFILES[NEWEST]
+    if isinstance(engine, EngineProfile):
+        return engine
+    return get_profile(engine)
+
+
+def device_capability(device) -> Optional[tuple[int, int]]:
+    """(major, minor) of a CUDA device; None elsewhere (the CPU interpreter, meta tensors)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return tuple(torch.cuda.get_device_capability(device))
+    return None
+
+
 def _config_dict(config: Union[None, dict, KernelConfig], M: int, E: int, N: int, K: int, topk: int,
-                 quant: Optional[QuantConfig], dtype: torch.dtype) -> dict:
+                 quant: Optional[QuantConfig], dtype: torch.dtype, heuristic: str = PROFILES[NEWEST].heuristic) -> dict:
     if config is None:
         name = quant.config_name(dtype) if quant is not None else (
             "float32" if dtype == torch.float32 else None)
         block = quant.block_shape if quant is not None else None
-        return default_config(M, E, N, K, topk, dtype=name, block_shape=block).to_dict()
+        return default_config(M, E, N, K, topk, dtype=name, block_shape=block, heuristic=heuristic).to_dict()
     if isinstance(config, KernelConfig):
         return config.to_dict()
     # the four block knobs are required; an entry without launch options or grouping runs
@@ -747,6 +822,14 @@ class LayerShape:
     N: int
     K: int
     topk: int
+    has_map: bool = False  # an EP expert map routes global ids to the E local experts
+
+    def info(self, quant: Optional[QuantConfig]) -> ShapeInfo:
+        """The launch-geometry view of this layer (moeplan.launch)."""
+        scheme = quant.scheme if quant is not None and quant.weight_dtype is not None else "bf16"
+        block = tuple(quant.block_shape) if quant is not None and quant.block_shape else None
+        return ShapeInfo(self.E, self.N, self.K, self.topk, scheme, block,
+                         self.E_global if self.has_map else None)
 
 
 def layer_shape(x, w1, w2, topk_ids, quant: Optional[QuantConfig], expert_map) -> LayerShape:
@@ -764,7 +847,7 @@ def layer_shape(x, w1, w2, topk_ids, quant: Optional[QuantConfig], expert_map) -
         raise ValueError(f"mxfp4 needs the hidden size K and the intermediate size N to be multiples of "
                          f"{MX_GROUP} (one E8M0 scale per 32 values), got K={K}, N={N}")
     E_global = expert_map.numel() if expert_map is not None else E
-    return LayerShape(M, E, E_global, N, K, topk_ids.shape[1])
+    return LayerShape(M, E, E_global, N, K, topk_ids.shape[1], expert_map is not None)
 
 
 VARIANTS = ("faithful", "fast")
@@ -887,13 +970,19 @@ class LayerPlan:
     Everything a call needs is allocated here, so `run` allocates nothing except the
     amax temporaries of dynamic per-tensor activation scales, and is CUDA-graph capturable.
 
-    variant "faithful" (what `moeplan tune` measures) runs the engine's structure; "fast"
-    may split K and fuse the top-k sum (see FastPlan; `fast` overrides its heuristics).
+    variant "faithful" (what `moeplan tune` measures) runs the engine's launch rules of
+    `engine` (a profile or its name; None: the newest): align or naive assignment, EP pairs
+    dropped or padded, the operand swap on a device of `capability` (None: the device's own;
+    the CPU interpreter has none) or as `swap_ab` forces it. "fast" may split K and fuse the
+    top-k sum (see FastPlan; `fast` overrides its heuristics); it follows the profile's EP
+    rule but never swaps and always aligns.
     """
 
     def __init__(self, shape: LayerShape, dtype: torch.dtype, device, config: dict,
                  quant: Optional[QuantConfig], activation: str = "silu",
-                 w1_bias=None, w2_bias=None, variant: str = "faithful", fast: Optional[FastPlan] = None):
+                 w1_bias=None, w2_bias=None, variant: str = "faithful", fast: Optional[FastPlan] = None,
+                 engine: Union[None, str, EngineProfile] = None, capability: Optional[tuple[int, int]] = None,
+                 swap_ab: Optional[bool] = None):
         if variant not in VARIANTS:
             raise ValueError(f"unknown kernel variant {variant!r}; valid: {', '.join(VARIANTS)}")
         self.shape, self.dtype, self.config, self.quant, self.activation = shape, dtype, config, quant, activation
@@ -905,13 +994,28 @@ class LayerPlan:
         self.w1_bias = w1_bias if w1_bias is not None else (quant.w1_bias if quant is not None else None)
         self.w2_bias = w2_bias if w2_bias is not None else (quant.w2_bias if quant is not None else None)
         BM = int(config["BLOCK_SIZE_M"])
-        self.align = AlignBuffers.allocate(T, s.E_global, BM, device)
+        self.engine = resolve_engine(engine)
+        if capability is None:
+            capability = device_capability(device)
+        fixed = {} if variant == "faithful" else dict(swap=False, naive=False)
+        if variant == "faithful" and swap_ab is not None:
+            fixed["swap"] = swap_ab
+        self.launch = plan_launch(self.engine, s.info(quant), s.M, BM, int(config["BLOCK_SIZE_N"]),
+                                  int(config["BLOCK_SIZE_K"]), int(config["num_stages"]), capability, **fixed)
+        if self.launch.swap and not (quant is not None and quant.use_fp8_w8a8):
+            raise ValueError("the operand swap is an fp8_w8a8 launch rule; this layer is "
+                             f"{quant.scheme if quant is not None else 'unquantized'}")
         f = dict(device=device)
+        if self.launch.naive:
+            self.align = None
+            self.ntpp = torch.full((1,), self.launch.padded_rows, dtype=torch.int32, **f)  # (1,) int32
+        else:
+            self.align = AlignBuffers.allocate(T, self.launch.align_experts, BM, device)
         if variant == "fast" and fast is None:
             fast = fast_plan(s, config, self.q1, self.q2, _sm_count(device), tma=_has_tma(device))
         self.fast = fast if variant == "fast" else None
         fp = self.fast or FAITHFUL
-        P = self.align.sorted_token_ids.shape[0]
+        P = self.launch.padded_rows
         R = P if fp.sort2 else T  # rows of GEMM1's output and the activation
         self.R = R
         # one fp32 workspace (zeroed by one memset per call) holds the atomic outputs
@@ -961,8 +1065,18 @@ class LayerPlan:
 
     # -- stages --------------------------------------------------------------------------
     def run_align(self, topk_ids, expert_map):
-        return moe_align_block_size(topk_ids, int(self.config["BLOCK_SIZE_M"]), self.shape.E_global,
-                                    expert_map, buffers=self.align)
+        if self.launch.naive:  # no align: tile p computes expert topk_ids.flatten()[p]
+            self._naive_ids = topk_ids.reshape(-1)
+            return
+        moe_align_block_size(topk_ids, int(self.config["BLOCK_SIZE_M"]), self.launch.align_experts,
+                             expert_map, buffers=self.align, drop=self.launch.ep_drop)
+
+    def rows(self):
+        """(sorted_token_ids, expert_ids, num_tokens_post_padded) of the last align (naive:
+        the count tensor stands in for the unread sorted ids, topk_ids for the expert ids)."""
+        if self.launch.naive:
+            return self.ntpp, self._naive_ids, self.ntpp
+        return self.align.outputs()
 
     def _quant_act(self, q: GemmQuant, x, out, scale_buf):
         if q.act_mode == "static":
@@ -988,17 +1102,20 @@ class LayerPlan:
 
     def run_gemm1(self, w1):
         a, a_s = self._a1
-        sorted_ids, expert_ids, ntpp = self.align.outputs()
+        sorted_ids, expert_ids, ntpp = self.rows()
         if self.work is not None:
             self.work.zero_()  # the fast variant's atomic outputs (GEMM1 partials, top-k sum)
         fp = self.fast or FAITHFUL
+        if self.launch.ep_drop and self.q2.act_mode == "tensor" and not fp.sort2:
+            # dropped pairs' rows are never written, but a per-tensor scale reads every row
+            self.c1.zero_()
         if fp.sort1:
             a, a_s = self._gather_x(a, a_s, sorted_ids)
         invoke_moe_gemm(a, w1, self.c1, a_s, self.q1, self.w1_bias, None, sorted_ids, expert_ids, ntpp,
                         False, self.shape.topk, self.config, self.T,
                         split_k=fp.split1, atomic=fp.split1 > 1, compute_dtype=self.dtype,
                         tma=fp.tma, one_acc=fp.one_acc, a_sorted=fp.sort1, c_sorted=fp.sort2,
-                        fit_stages=fp.fit_stages)
+                        fit_stages=fp.fit_stages, launch=self.launch)
 
     def run_activation(self):
         q = self.q2
@@ -1016,13 +1133,16 @@ class LayerPlan:
 
     def run_gemm2(self, w2, topk_weights):
         a, a_s = self._a2
-        sorted_ids, expert_ids, ntpp = self.align.outputs()
+        sorted_ids, expert_ids, ntpp = self.rows()
         fp = self.fast or FAITHFUL
         fused = self.out32 is not None  # top-k sum by atomics into (M, K) fp32, else (T, K) rows
+        if self.launch.ep_drop and not fused:
+            self.c2.zero_()  # dropped pairs get no row from GEMM2: they must add zero to the sum
         invoke_moe_gemm(a, w2, self.out32 if fused else self.c2, a_s, self.q2, self.w2_bias, topk_weights,
                         sorted_ids, expert_ids, ntpp, True, 1, self.config, self.T, split_k=fp.split2,
                         atomic=fused, out_div=self.shape.topk if fused else 1, compute_dtype=self.dtype,
-                        tma=fp.tma, one_acc=fp.one_acc, a_sorted=fp.sort2, fit_stages=fp.fit_stages)
+                        tma=fp.tma, one_acc=fp.one_acc, a_sorted=fp.sort2, fit_stages=fp.fit_stages,
+                        launch=self.launch)
 
     def run_sum(self, out):
         s = self.shape
@@ -1057,6 +1177,9 @@ def fused_experts(
     out: Optional[torch.Tensor] = None,
     chunk_tokens: int = CHUNK_TOKENS,
     variant: str = "faithful",
+    engine: Union[None, str, EngineProfile] = None,
+    capability: Optional[tuple[int, int]] = None,
+    swap_ab: Optional[bool] = None,
 ) -> torch.Tensor:
     """The fused-MoE layer: out[m] = sum_j w[m, j] * down_e(act(gate_up_e(x[m]))), e = ids[m, j].
 
@@ -1066,6 +1189,9 @@ def fused_experts(
     knobs (None: the engine's default heuristic); quant a moeplan.quant.QuantConfig with
     its tensors (None: unquantized); biases (E, 2N) / (E, K). Returns (M, K) in x.dtype.
     Tokens are processed in chunks of `chunk_tokens` to bound memory.
+    engine: the engine profile whose launch rules the faithful kernel follows (None: the
+    newest; see LayerPlan for `capability` and `swap_ab`), and whose default heuristic picks
+    the config when `config` is None.
     variant "faithful" (default) is the kernel `moeplan tune` measures; "fast" may split K
     at small M and sum the top-k slots inside GEMM2 (fp32 atomics: the result's rounding
     and summation order differ, and so may the config that wins; see FastPlan).
@@ -1084,13 +1210,15 @@ def fused_experts(
     topk_weights = topk_weights.to(torch.float32).contiguous()
     topk_ids = topk_ids.contiguous()
     chunk = max(1, min(M, chunk_tokens))
-    cfg = _config_dict(config, chunk, shape.E, shape.N, shape.K, shape.topk, quant, x.dtype)
+    engine = resolve_engine(engine)
+    cfg = _config_dict(config, chunk, shape.E, shape.N, shape.K, shape.topk, quant, x.dtype, engine.heuristic)
     plans: dict[int, LayerPlan] = {}
     for start in range(0, M, chunk):
         m = min(chunk, M - start)
         if m not in plans:
-            sub = LayerShape(m, shape.E, shape.E_global, shape.N, shape.K, shape.topk)
-            plans[m] = LayerPlan(sub, x.dtype, x.device, cfg, quant, activation, w1_bias, w2_bias, variant)
+            sub = LayerShape(m, shape.E, shape.E_global, shape.N, shape.K, shape.topk, shape.has_map)
+            plans[m] = LayerPlan(sub, x.dtype, x.device, cfg, quant, activation, w1_bias, w2_bias, variant,
+                                 engine=engine, capability=capability, swap_ab=swap_ab)
         plans[m].run(x[start:start + m], w1, w2, topk_weights[start:start + m], topk_ids[start:start + m],
                      expert_map, out[start:start + m])
     return out

@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from moeplan.kernels.fused_moe import LayerPlan, LayerShape, _config_dict, layer_shape
+from moeplan.kernels.fused_moe import LayerPlan, _config_dict, layer_shape, resolve_engine
 from moeplan.kernels.inputs import MoeInputs, make_moe_inputs, make_routing
 from moeplan.quant import QuantConfig
 
@@ -35,7 +35,7 @@ class MoeRunner:
                  topk_ids: torch.Tensor, config=None, quant: Optional[QuantConfig] = None,
                  activation: str = "silu", expert_map: Optional[torch.Tensor] = None,
                  w1_bias=None, w2_bias=None, _share: bool = False, variant: str = "faithful",
-                 fast=None):
+                 fast=None, engine=None, capability=None, swap_ab=None):
         shape = layer_shape(x, w1, w2, topk_ids, quant, expert_map)
         self.shape = shape
         self.w1, self.w2, self.quant, self.activation = w1, w2, quant, activation
@@ -47,10 +47,13 @@ class MoeRunner:
             self.x = x.contiguous().clone()  # (M, K) static input
             self.topk_weights = topk_weights.to(torch.float32).contiguous().clone()  # (M, topk) float32
             self.topk_ids = topk_ids.to(torch.int32).contiguous().clone()  # (M, topk) int32
-        self.config = _config_dict(config, shape.M, shape.E, shape.N, shape.K, shape.topk, quant, x.dtype)
+        self.engine = resolve_engine(engine)
+        self.capability, self.swap_ab = capability, swap_ab
+        self.config = _config_dict(config, shape.M, shape.E, shape.N, shape.K, shape.topk, quant, x.dtype,
+                                   self.engine.heuristic)
         self.variant, self.fast = variant, fast
         self.plan = LayerPlan(shape, x.dtype, x.device, self.config, quant, activation, w1_bias, w2_bias,
-                              variant, fast)
+                              variant, fast, engine=self.engine, capability=capability, swap_ab=swap_ab)
         self.out = torch.empty((shape.M, shape.K), dtype=x.dtype, device=x.device)  # (M, K)
 
     # ---- construction helpers ------------------------------------------------------------
@@ -70,7 +73,8 @@ class MoeRunner:
         """A runner for another config (and kernel variant) sharing weights and static inputs."""
         return MoeRunner(self.x, self.w1, self.w2, self.topk_weights, self.topk_ids, config, self.quant,
                          self.activation, self.expert_map, self.w1_bias, self.w2_bias, _share=True,
-                         variant=variant or self.variant, fast=fast)
+                         variant=variant or self.variant, fast=fast, engine=self.engine,
+                         capability=self.capability, swap_ab=self.swap_ab)
 
     # ---- running ------------------------------------------------------------------------------
     def set_routing(self, topk_ids: torch.Tensor, topk_weights: Optional[torch.Tensor] = None) -> None:
@@ -114,7 +118,3 @@ class MoeRunner:
         torch.cuda.synchronize()
         return graph
 
-
-def fused_moe_call_factory(M: int, E: int, N: int, K: int, topk: int, config=None, **kw) -> MoeRunner:
-    """Alias of MoeRunner.from_shape for the tuner: a preallocated, capturable layer call."""
-    return MoeRunner.from_shape(M, E, N, K, topk, config=config, **kw)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from moeplan.engine import ENGINE_BATCH_SIZES, NEWEST, get_profile  # noqa: F401 - batch sizes re-exported
 from moeplan.errors import TableError, TuneError
 from moeplan.kernel_config import KNOBS, KernelConfig, default_config
 from moeplan.plan import Resolution, TableSpec
@@ -27,8 +28,6 @@ from moeplan.tune.routing import DEFAULT_DRAWS, POOL_VERSION, RoutingSpec, make_
 from moeplan.tune.search import SearchParams, Strategy, make_strategy
 from moeplan.tune.space import OPERAND_BYTES, SearchSpace, ShapeInfo
 from moeplan.tune.worker import Task, WorkerPool
-
-ENGINE_BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 1536, 2048, 3072, 4096)
 
 # Nominal H100 SXM5 numbers (datasheet, dense): used when nothing was measured.
 NOMINAL_H100 = {"bandwidth_Bps": 3.35e12, "bf16_flops": 989e12, "fp8_flops": 1979e12}
@@ -56,6 +55,7 @@ class TuneOptions:
     triton_version: str = ""
     timing: Optional[dict] = None
     params: SearchParams = field(default_factory=SearchParams)
+    engine: str = NEWEST  # the engine profile whose kernel rules are measured (moeplan.engine)
 
 
 def kernel_source_hash() -> str:
@@ -107,6 +107,7 @@ class TableOutcome:
     ceilings_source: str
     prune_line: str
     restarts: int = 0
+    engine: str = ""  # the engine profile whose kernel rules were measured
 
 
 class TableJob:
@@ -125,9 +126,11 @@ class TableJob:
                                tuple(spec.block_shape) if spec.block_shape else None,
                                self.E_global if self.expert_map is not None else None)
         self.batch_sizes = sorted(set(opts.batch_sizes))
+        self.profile = get_profile(opts.engine)
         self.defaults = {M: default_config(M, spec.E, spec.N, spec.K, spec.topk, dtype=spec.config_name,
-                                           block_shape=spec.block_shape) for M in self.batch_sizes}
-        self.space = SearchSpace.build(opts.configs, self.shape, opts.smem_limit)
+                                           block_shape=spec.block_shape, heuristic=self.profile.heuristic)
+                         for M in self.batch_sizes}
+        self.space = SearchSpace.build(opts.configs, self.shape, opts.smem_limit, self.profile)
         self.identity = self._identity()
         self.ckpt = Checkpoint.for_job(opts.out_dir, spec.file_name, self.identity)
         self.action = "written"
@@ -145,7 +148,7 @@ class TableJob:
             "space": hashlib.sha256(repr([c.to_dict() for c in o.configs]).encode()).hexdigest()[:16],
             "routing": o.routing.identity(), "seed": o.seed, "pool": [POOL_VERSION, DEFAULT_DRAWS], "interpret": o.interpret,
             "timer": o.timer or "", "kernel": kernel_source_hash(), "triton": o.triton_version,
-            "smem_limit": o.smem_limit, "timing": o.timing or {},
+            "smem_limit": o.smem_limit, "timing": o.timing or {}, "engine": self.profile.name,
         }
 
     # ---- before any measuring: the existing-table policy ------------------------------------
@@ -218,6 +221,7 @@ class TableJob:
                       "per_channel": s.per_channel, "activation": self.res.model.activation,
                       "E_global": self.E_global, "expert_map": self.expert_map},
             "routing_bytes": self.ckpt.routing_path.read_bytes(),  # by value: a remote worker has no such path
+            "engine": self.profile.name,
             "seed": self.opts.seed,
             "interpret": self.opts.interpret,
             "timer": self.opts.timer,
@@ -346,7 +350,8 @@ class TableJob:
         ceilings, _ = self._ceilings()
         floors = {M: round(self.floor_us(M, ceilings), 3) for M in self.batch_sizes}
         for r in self.store:
-            d = {"table": self.spec.file_name, "batch_size": r.M, "phase": r.phase}
+            d = {"table": self.spec.file_name, "engine_profile": self.profile.name, "batch_size": r.M,
+                 "phase": r.phase}
             d.update(r.config.to_dict())
             d.update({"config": r.config.short(), "median_us": r.median_us, "min_us": r.min_us,
                       "max_us": r.max_us, "replays": r.n, "status": r.status, "error": r.error,
@@ -395,4 +400,5 @@ class TableJob:
         store = self.store or ResultStore()
         return TableOutcome(self.spec, self.path, self.csv_path, self.action, msg, rows, time.monotonic() - t0,
                             len(store), len({r.config for r in store}),
-                            sum(1 for r in store if not r.ok), src, self.space.report.line())
+                            sum(1 for r in store if not r.ok), src, self.space.report.line(),
+                            engine=self.profile.name)

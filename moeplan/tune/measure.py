@@ -201,6 +201,10 @@ class Bench:
         self.w1, self.w2, self.quant = inp.w1, inp.w2, inp.quant
         self.dtype = inp.x.dtype
         self.activation = s.get("activation", "silu")
+        from moeplan.engine import NEWEST
+        self.engine = job.get("engine") or NEWEST
+        # the operand-swap rule reads the compute capability; the interpreter has none
+        self.capability = None if self.interpret else tuple(torch.cuda.get_device_capability(self.device))
         emap = s.get("expert_map")
         self.expert_map = None if emap is None else torch.tensor(emap, dtype=torch.int32, device=self.device)
         pools = torch.load(job["routing_path"], map_location="cpu", weights_only=True)
@@ -228,7 +232,8 @@ class Bench:
             self._gen.manual_seed(1000 + M)
             x = torch.randn((M, self.K), generator=self._gen).to(self.dtype).to(self.device)  # (M, K)
             ids, w = self.pools[M]
-            r = MoeRunner(x, self.w1, self.w2, w[0], ids[0], None, self.quant, self.activation, self.expert_map)
+            r = MoeRunner(x, self.w1, self.w2, w[0], ids[0], None, self.quant, self.activation, self.expert_map,
+                          engine=self.engine)
             self._base[M] = r
         return r
 
@@ -247,8 +252,9 @@ class Bench:
         try:
             torch.cuda.set_device(self.device)
             for M in Ms:  # every M: some integer arguments specialise on M (cache hits cost ~1 ms)
-                shape = LayerShape(M, self.E, self.E_global, self.N, self.K, self.topk)
-                plan = LayerPlan(shape, self.dtype, meta, cfg.to_dict(), self.quant, self.activation)
+                shape = LayerShape(M, self.E, self.E_global, self.N, self.K, self.topk, self.expert_map is not None)
+                plan = LayerPlan(shape, self.dtype, meta, cfg.to_dict(), self.quant, self.activation,
+                                 engine=self.engine, capability=self.capability)
                 x = torch.empty((M, self.K), dtype=self.dtype, device=meta)
                 ids = torch.empty((M, self.topk), dtype=torch.int32, device=meta)
                 w = torch.empty((M, self.topk), dtype=torch.float32, device=meta)
@@ -418,6 +424,7 @@ class Bench:
             return facts
         props = torch.cuda.get_device_properties(self.device)
         facts["device_name"] = props.name
+        facts["capability"] = list(self.capability or ())
         facts["sm_count"] = props.multi_processor_count
         return facts
 

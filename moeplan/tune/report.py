@@ -36,7 +36,8 @@ def rich_summary(outcome: TableOutcome):
     t.caption = (f"geomean speed-up over the default heuristic {_fmt(g, '.2f', 'x')}, "
                  f"geomean roofline fraction {_fmt(None if gr is None else 100 * gr, '.0f', '%')}; "
                  f"{outcome.points} points, {outcome.configs} configs, {outcome.failed} failed, "
-                 f"{outcome.wall_s:.0f} s; floor = max(bytes/bandwidth, flops/peak), {outcome.ceilings_source}")
+                 f"{outcome.wall_s:.0f} s; engine profile {outcome.engine}; "
+                 f"floor = max(bytes/bandwidth, flops/peak), {outcome.ceilings_source}")
     t.caption_justify = "left"
     return t
 

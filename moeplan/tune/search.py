@@ -94,6 +94,7 @@ class Strategy:
         tpe = tokens_per_expert or {}
         self.cands = {M: self._candidates(M, tpe.get(M)) for M in self.batch_sizes}
         self.candset = {M: set(c) for M, c in self.cands.items()}
+        self.space_set = set(space.configs)
         self.winners: dict[int, Optional[KernelConfig]] = {}
         self.seen: set[Point] = set()
         self.asked = 0
@@ -164,10 +165,16 @@ class Strategy:
             yield todo
         yield from self.gate_rounds()
 
+    def writable(self, M: int, cfg: KernelConfig) -> bool:
+        """Only configs of the search space may enter a table: the default heuristic's config is
+        timed as the baseline, but written only if the space holds it too."""
+        return cfg in self.candset[M] or cfg in self.space_set
+
     def ranking(self, M: int) -> list[KernelConfig]:
-        """Configs in the order the gate tries them: confirmed (fastest first), then the rest of the screen."""
-        conf = [r.config for r in self._ranked("confirm", M)]
-        rest = [r.config for r in self.screened(M) if r.config not in conf]
+        """Configs in the order the gate tries them: confirmed (fastest first), then the rest of
+        the screen; writable ones only."""
+        conf = [r.config for r in self._ranked("confirm", M) if self.writable(M, r.config)]
+        rest = [r.config for r in self.screened(M) if r.config not in conf and self.writable(M, r.config)]
         return conf + rest
 
     def gate_rounds(self) -> Rounds:

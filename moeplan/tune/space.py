@@ -27,34 +27,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
+from moeplan.engine import NEWEST, PROFILES, EngineProfile
 from moeplan.errors import TuneError
 from moeplan.kernel_config import KNOBS, KernelConfig
+from moeplan.launch import OPERAND_BYTES, SM90_SMEM_BYTES, ShapeInfo  # noqa: F401 - re-exported
+from moeplan.launch import effective_block_k as _launch_block_k
+from moeplan.launch import max_m_tiles as _launch_m_tiles
+from moeplan.launch import smem_bytes as _launch_smem
 
-# The engine's CUDA tuning space (1,920 configs).
-ENGINE_DOMAINS: dict[str, tuple[int, ...]] = {
-    "BLOCK_SIZE_M": (16, 32, 64, 128, 256),
-    "BLOCK_SIZE_N": (32, 64, 128, 256),
-    "BLOCK_SIZE_K": (64, 128, 256),
-    "GROUP_SIZE_M": (1, 16, 32, 64),
-    "num_warps": (4, 8),
-    "num_stages": (2, 3, 4, 5),
-}
 VALID_WARPS = (1, 2, 4, 8, 16, 32)
-H100_SMEM_BYTES = 232448  # 227 KiB: the opt-in shared memory per block on sm_90
-
-# Bytes per element of the GEMM operands, per --dtype scheme: (activation tile A, weight tile B).
-# Weight-only schemes dequantize in registers; their B tile is loaded packed.
-OPERAND_BYTES: dict[str, tuple[float, float]] = {
-    "bf16": (2, 2), "fp16": (2, 2), "fp32": (4, 4),
-    "fp8_w8a8": (1, 1), "int8_w8a8": (1, 1),
-    "fp8_w8a16": (2, 1), "int8_w8a16": (2, 1),
-    "int4_w4a16": (2, 0.5), "mxfp4": (2, 0.5), "nvfp4": (2, 0.5),
-}
+H100_SMEM_BYTES = SM90_SMEM_BYTES  # kept name: the default shared-memory limit (sm_90)
 
 
-def engine_space() -> list[KernelConfig]:
-    """The full product of ENGINE_DOMAINS, in a fixed order."""
-    return [KernelConfig(*vals) for vals in itertools.product(*(ENGINE_DOMAINS[k] for k in KNOBS))]
+def engine_space(profile: Optional[EngineProfile] = None) -> list[KernelConfig]:
+    """The full product of an engine profile's tuning domains (default: the newest), in a fixed order."""
+    domains = (profile or PROFILES[NEWEST]).domains()
+    return [KernelConfig(*vals) for vals in itertools.product(*(domains[k] for k in KNOBS))]
 
 
 def _is_pow2(v: int) -> bool:
@@ -141,64 +129,19 @@ def load_search_space(path: str) -> list[KernelConfig]:
     return parse_search_space(text, repr(str(path)))
 
 
-@dataclass(frozen=True)
-class ShapeInfo:
-    """What pruning needs to know about the layer a table is tuned for."""
-
-    E: int  # experts on the device
-    N: int
-    K: int
-    topk: int
-    scheme: str = "bf16"
-    block_shape: Optional[tuple[int, int]] = None
-    E_global: Optional[int] = None  # experts in topk_ids (EP); None = E
-
-    @property
-    def num_experts_routed(self) -> int:
-        return self.E_global or self.E
-
-    @property
-    def operand_bytes(self) -> tuple[float, float]:
-        return OPERAND_BYTES.get(self.scheme, (2, 2))
-
-    @property
-    def w8a8_block(self) -> Optional[tuple[int, int]]:
-        """[bn, bk] when both activations and weights are block-quantized (the spec's BN/BK divisibility rule)."""
-        if self.block_shape and self.scheme in ("fp8_w8a8", "int8_w8a8") and all(self.block_shape):
-            return (int(self.block_shape[0]), int(self.block_shape[1]))
-        return None
-
-    @property
-    def group_size(self) -> Optional[int]:
-        """Weight-only quantization group along K (int4/int8/fp8 weight-only with [0, G] or [bn, G])."""
-        if self.scheme in ("int8_w8a16", "int4_w4a16", "fp8_w8a16") and self.block_shape and self.block_shape[1]:
-            return int(self.block_shape[1])
-        return None
-
-
 def smem_bytes(cfg: KernelConfig, shape: ShapeInfo) -> int:
-    """Estimated shared memory of the kernel: num_stages buffers of one A and one B tile.
-
-    The tile along K is the effective one (clamped to the quant block).
-    """
-    a, b = shape.operand_bytes
-    bk = effective_block_k(cfg, shape)
-    per_stage = cfg.BLOCK_SIZE_M * bk * a + bk * cfg.BLOCK_SIZE_N * b
-    return int(math.ceil(max(cfg.num_stages, 1) * per_stage))
+    """Shared memory of one program of cfg (moeplan.launch's estimate, the launcher's too)."""
+    return _launch_smem(cfg.BLOCK_SIZE_M, cfg.BLOCK_SIZE_N, cfg.BLOCK_SIZE_K, cfg.num_stages, shape)
 
 
 def effective_block_k(cfg: KernelConfig, shape: ShapeInfo) -> int:
-    blk = shape.w8a8_block
-    if blk is not None:
-        return min(cfg.BLOCK_SIZE_K, blk[1])
-    return cfg.BLOCK_SIZE_K
+    """BLOCK_SIZE_K as the kernel runs cfg (moeplan.launch: clamped to min(block_shape))."""
+    return _launch_block_k(cfg.BLOCK_SIZE_K, shape.w8a8_block)
 
 
-def max_m_tiles(M: int, shape: ShapeInfo, block_m: int) -> int:
-    """Upper bound on the M tiles the kernel's grid has for M tokens (the align step's padded rows / BM)."""
-    pairs = M * shape.topk
-    rows = pairs + min(shape.num_experts_routed, pairs) * (block_m - 1)
-    return -(-max(rows, 1) // block_m)
+def max_m_tiles(M: int, shape: ShapeInfo, block_m: int, profile: Optional[EngineProfile] = None) -> int:
+    """Upper bound on the M tiles of the kernel's grid for M tokens (moeplan.launch)."""
+    return _launch_m_tiles(M, shape, block_m, profile or PROFILES[NEWEST])
 
 
 def _canonical_group(cfg: KernelConfig, group_values: Sequence[int], n_tiles: int) -> KernelConfig:
@@ -245,40 +188,44 @@ class SearchSpace:
     shape: ShapeInfo
     smem_limit: int = H100_SMEM_BYTES
     report: PruneReport = field(default_factory=PruneReport)
+    profile: EngineProfile = PROFILES[NEWEST]
 
     @classmethod
     def build(cls, configs: Iterable[KernelConfig], shape: ShapeInfo,
-              smem_limit: int = H100_SMEM_BYTES) -> "SearchSpace":
+              smem_limit: int = H100_SMEM_BYTES, profile: Optional[EngineProfile] = None) -> "SearchSpace":
         configs = list(configs)
         if not configs:
             raise TuneError("the search space is empty; give at least one config")
         rep = PruneReport(total=len(configs))
         kept: list[KernelConfig] = []
         seen = set()
-        given = set(configs)
+        programs = set()  # configs as launched: BLOCK_SIZE_K after the kernel's clamp
         blk = shape.w8a8_block
         for c in configs:
             if blk is not None and (c.BLOCK_SIZE_K % blk[1] or c.BLOCK_SIZE_N % blk[0]):
                 rep.quant_block += 1
                 continue
-            if blk is not None and c.BLOCK_SIZE_K > blk[1]:
-                # The kernel clamps BLOCK_SIZE_K to the block: same program as BK = bk.
-                twin = KernelConfig(c.BLOCK_SIZE_M, c.BLOCK_SIZE_N, blk[1], c.GROUP_SIZE_M, c.num_warps, c.num_stages)
-                if twin in given:
-                    rep.clamped_k += 1
-                    continue
+            if c in seen:
+                continue
+            run_as = (c.BLOCK_SIZE_M, c.BLOCK_SIZE_N, effective_block_k(c, shape), c.GROUP_SIZE_M,
+                      c.num_warps, c.num_stages)
+            if run_as in programs:
+                # the kernel clamps BLOCK_SIZE_K to min(block_shape): an earlier config launches
+                # the same program
+                rep.clamped_k += 1
+                continue
             if smem_bytes(c, shape) > smem_limit:
                 rep.smem += 1
                 continue
-            if c not in seen:
-                seen.add(c)
-                kept.append(c)
+            seen.add(c)
+            programs.add(run_as)
+            kept.append(c)
         if not kept:
             rep.fallback = True
             legal = [c for c in configs if blk is None or not (c.BLOCK_SIZE_K % blk[1] or c.BLOCK_SIZE_N % blk[0])]
             kept = [min(legal or configs, key=lambda c: (smem_bytes(c, shape), c))]
         rep.kept = len(kept)
-        return cls(kept, shape, smem_limit, rep)
+        return cls(kept, shape, smem_limit, rep, profile or PROFILES[NEWEST])
 
     # ---- per batch size ------------------------------------------------------
     def domain(self, knob: str) -> list[int]:
@@ -286,7 +233,8 @@ class SearchSpace:
 
     def canonical(self, cfg: KernelConfig, M: int) -> KernelConfig:
         """The representative of cfg's exact-equivalence class at batch M (GROUP_SIZE_M collapse)."""
-        return _canonical_group(cfg, self.domain("GROUP_SIZE_M"), max_m_tiles(M, self.shape, cfg.BLOCK_SIZE_M))
+        return _canonical_group(cfg, self.domain("GROUP_SIZE_M"),
+                                max_m_tiles(M, self.shape, cfg.BLOCK_SIZE_M, self.profile))
 
     def candidates(self, M: int, max_tokens_per_expert: Optional[int] = None,
                    prune_cannot_win: bool = True) -> list[KernelConfig]:
