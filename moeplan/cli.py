@@ -77,7 +77,7 @@ def resolve(
     per_token: PerTokenOpt = False,
     per_channel: PerChannelOpt = False,
     device_name: Optional[str] = typer.Option(None, "--device-name", help="GPU name, e.g. 'NVIDIA H100 80GB HBM3' (default: the local GPU's, read with nvidia-smi; unknown without a GPU)."),
-    tuned_dir: List[str] = typer.Option([], "--tuned-dir", help="Folder of tuning tables to look in (repeatable; $VLLM_TUNED_CONFIG_FOLDER is tried first, as the engine does). Default: moeplan's tuned/."),
+    tuned_dir: List[str] = typer.Option([], "--tuned-dir", help="Folder of tuning tables to look in (repeatable; $VLLM_TUNED_CONFIG_FOLDER is tried first, as the engine does). Default: ./tuned (where tune writes), then moeplan's shipped tables."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Show the table entry (or default config) a batch of M tokens would use."),
     engine: EngineOpt = None,
     engine_configs: Optional[str] = typer.Option(None, "--engine-configs", help="The engine's folder of shipped tuning tables (default: found from the installed vllm's package files, never by importing it)."),
@@ -135,6 +135,7 @@ def _register_tuner() -> None:
 
 
 _register_tuner()
+__import__("moeplan.cli_fleet").cli_fleet.register(app)  # matrix, diff
 
 
 def main() -> None:

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
-from moeplan.cli_common import (All2AllOpt, BlockOpt, DpOpt, DtypeOpt, EngineOpt, EpOpt, ModelArg, PerChannelOpt,
-                                 PerTokenOpt, PlacementOpt, TpOpt, engine_choice, one_line_errors)
+from moeplan.cli_common import (All2AllOpt, BlockOpt, DpOpt, DtypeOpt, EngineOpt, EpOpt, PerChannelOpt, PerTokenOpt,
+                                 PlacementOpt, TpOpt, engine_choice, one_line_errors)
 from moeplan.engine import ENGINE_BATCH_SIZES
 from moeplan.errors import TuneError
+from moeplan.paths import DEFAULT_OUT
 
 MAX_BATCH = 1 << 20
 
@@ -67,7 +68,7 @@ def _out_dir(path: str) -> Path:
 
 @one_line_errors
 def tune(
-    model: ModelArg,
+    model: Annotated[Optional[str], typer.Argument(help="Preset alias or HF repo id (see `moeplan models`), or a path to a config.json or a folder holding one. Omit with --matrix.")] = None,
     tp: TpOpt = 1,
     dp: DpOpt = 1,
     ep: EpOpt = False,
@@ -82,7 +83,7 @@ def tune(
     batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="Comma-separated batch sizes (default: the engine's 18, 1..4096)."),
     search_space: Optional[str] = typer.Option(None, "--search-space", help="JSON list of configs, or an object of knob -> values (default: the engine profile's space, pruned). Only configs of the space are written; the default heuristic's config is timed as the baseline."),
     strategy: str = typer.Option("fast", "--strategy", help="fast | exhaustive"),
-    out: str = typer.Option("tuned", "--out", help="Output folder for tables, CSVs and the checkpoint."),
+    out: str = typer.Option(DEFAULT_OUT, "--out", help="Output folder for tables, CSVs and the checkpoint (default: ./tuned, the first folder `resolve` looks in)."),
     gpus: str = typer.Option("all", "--gpus", help="GPU indices, e.g. 0,1, or all (one worker process per GPU)."),
     routing: str = typer.Option("uniform", "--routing", help="uniform | zipf:S | FILE of captured topk ids (.pt/.npy/.json, tokens x topk)."),
     interpret: bool = typer.Option(False, "--interpret", help="Run in Triton's CPU interpreter (tests only: tiny shapes, meaningless times)."),
@@ -93,8 +94,11 @@ def tune(
     restart_every: int = typer.Option(400, "--restart-every", help="Restart a worker after this many configs (bounds memory)."),
     compile_threads: Optional[int] = typer.Option(None, "--compile-threads", help="CPU threads per GPU worker compiling configs ahead (default: cores / GPUs - 1)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    matrix: Optional[str] = typer.Option(None, "--matrix", help="Tune every missing table of this matrix file (see `moeplan matrix`) instead of one MODEL; a run with nothing missing does nothing."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="With --matrix: only shard I/N of its tables (as `moeplan matrix --shard`)."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Measure on every GPU of a Ray cluster: its address (host:port) or 'local' to start one here (needs the cluster extra)."),
 ):
-    """Autotune the fused-MoE kernel for every distinct tuning table the layout needs."""
+    """Autotune the fused-MoE kernel for every distinct tuning table the layout needs (or a matrix file's missing tables)."""
     import importlib.util
 
     missing = [m for m in ("torch", "triton") if importlib.util.find_spec(m) is None]
@@ -108,6 +112,17 @@ def tune(
     sizes = parse_batch_sizes(batch_sizes)
     if strategy not in STRATEGIES:
         raise TuneError(f"--strategy {strategy!r} is unknown; valid: {', '.join(STRATEGIES)}")
+    if (model is None) == (matrix is None):
+        raise TuneError("pass a MODEL or --matrix FILE (one of them)")
+    if shard is not None and matrix is None:
+        raise TuneError(f"--shard {shard!r} needs --matrix FILE")
+    fleet = None
+    if matrix is not None:  # the tables come from the matrix file (moeplan.cli_fleet); exits when none is to do
+        from moeplan.cli_fleet import MatrixRun
+        fleet = MatrixRun.plan(matrix, shard, out, force, engine)
+        sizes = sizes if batch_sizes is not None or not fleet.batch_sizes else list(fleet.batch_sizes)
+        engine = engine if engine is not None else fleet.engine  # the matrix's profile unless --engine says
+    from moeplan.tune.backends import make_backend
     choice = engine_choice(engine)
     profile = choice.profile
     configs = load_search_space(search_space) if search_space is not None else engine_space(profile)
@@ -117,14 +132,18 @@ def tune(
         raise TuneError(f"--point-timeout {point_timeout} must be positive")
     if restart_every < 0:
         raise TuneError(f"--restart-every {restart_every} must be >= 0 (0: never)")
+    backend = make_backend(ray)
     # Validate the model, layout and quantization before touching the GPU or the output folder.
     from moeplan.cli_common import resolution_from_options
-    res = resolution_from_options(model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel,
-                                  device_name or "unnamed", all2all_backend, detect_device=False)
     from moeplan.kernels.quantize import TUNABLE_SCHEMES
-    if res.scheme not in TUNABLE_SCHEMES:
-        raise TuneError(f"--dtype {res.scheme} ({res.model.alias or res.model.name}) cannot be tuned with moeplan's kernel "
-                        f"yet; tunable schemes: {', '.join(TUNABLE_SCHEMES)}")
+    if fleet is not None:
+        fleet.skip_untunable(TUNABLE_SCHEMES)
+    else:
+        res = resolution_from_options(model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel,
+                                      device_name or "unnamed", all2all_backend, detect_device=False)
+        if res.scheme not in TUNABLE_SCHEMES:
+            raise TuneError(f"--dtype {res.scheme} ({res.model.alias or res.model.name}) cannot be tuned with moeplan's "
+                            f"kernel yet; tunable schemes: {', '.join(TUNABLE_SCHEMES)}")
     out_dir = _out_dir(out)
 
     import triton
@@ -133,6 +152,11 @@ def tune(
         gpu_list: list = [None]
         dev = device_name or "cpu_interpreter"
         threads = 0
+    elif ray is not None:  # the GPUs are the cluster's; the driver needs none
+        dev = device_name or (fleet.only_device() if fleet else None)
+        if not dev:
+            raise TuneError("--ray needs --device-name: the name of the cluster's GPUs, for the file names")
+        gpu_list, threads = ["ray"], 0
     else:
         import torch
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -152,10 +176,11 @@ def tune(
         dev = actual
         threads = compile_threads if compile_threads is not None else max(1, (os.cpu_count() or 2) // len(gpu_list) - 1)
 
-    res = resolution_from_options(model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel,
-                                  dev, all2all_backend, detect_device=False)
+    if fleet is None:
+        res = resolution_from_options(model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel,
+                                      dev, all2all_backend, detect_device=False)
 
-    from moeplan.tune.job import TableJob, TuneOptions
+    from moeplan.tune.job import TuneOptions
     opts = TuneOptions(batch_sizes=sizes, configs=configs, space_source=space_source, strategy=strategy,
                        out_dir=out_dir, gpus=gpu_list, routing=route, interpret=interpret, fresh=fresh, force=force,
                        seed=seed, device_name=dev, point_timeout_s=point_timeout, restart_every=restart_every,
@@ -163,12 +188,12 @@ def tune(
                        timer=os.environ.get("MOEPLAN_TUNE_TIMER") or None, engine=profile.name)
     if not quiet:
         typer.echo(f"engine profile: {profile.name} ({choice.reason})", err=True)
-    jobs = [TableJob(spec, res, opts) for spec in res.tables()]
-    for j in jobs:  # refuse before measuring anything
-        j.check_existing()
-    for j in jobs:
-        j.plan()
-    code = _run_jobs(jobs, quiet)
+    from moeplan.tune.api import TableRequest, tune_tables
+    targets = [TableRequest(spec, res) for spec in res.tables()] if fleet is None else fleet.requests(dev, interpret)
+    if not targets:
+        raise typer.Exit(0)
+    code = tune_tables(targets, opts, backend, lambda jobs: _run_jobs(jobs, quiet), skip_busy=matrix is not None,
+                       log=typer.echo)
     raise typer.Exit(code)
 
 
@@ -275,11 +300,19 @@ def show(path: str = typer.Argument(..., help="A tuning-table JSON file.")):
 def verify(
     folder: str = typer.Argument(..., help="A folder of tuning tables (*.json)."),
     strict: bool = typer.Option(False, "--strict", help="Also require moeplan's exact byte format."),
+    stale: bool = typer.Option(False, "--stale", help="Also flag stale tables: another Triton than the installed one, "
+                                                      "another engine profile than the current one, or no measurements "
+                                                      "CSV beside them."),
 ):
     """Check every table in a folder (name, keys, legal values, duplicates, order); non-zero exit on a problem."""
     from moeplan.tables import verify_folder
 
     results = verify_folder(folder, strict)
+    if stale:  # staleness counts as a problem, so CI fails on it (moeplan.staleness says what it means)
+        from moeplan.staleness import current_installation, stale_reasons
+        inst = current_installation()
+        for name, problems in results.items():
+            problems.extend(f"stale: {r}" for r in stale_reasons(Path(folder) / name, inst))
     bad = 0
     for name, problems in results.items():
         if problems:

@@ -51,9 +51,8 @@ SCHEMES = ("fp8_w8a8", "fp8_w8a16", "int8_w8a8", "int8_w8a16", "int4_w4a16", "mx
 #: Expert activations: SwiGLU with SiLU or GELU, or gpt-oss's clamped interleaved SwiGLU.
 ACTIVATIONS = ("silu", "gelu", "swigluoai")
 #: Environment variable that overrides the preset folder.
-PRESETS_ENV = "MOEPLAN_PRESETS_DIR"
+from moeplan.paths import PRESETS_ENV  # noqa: E402 - data paths are decided in moeplan.paths
 
-_DEFAULT_PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 _EXPERT_FIELDS = "num_local_experts / num_experts / n_routed_experts / moe_num_experts / ffn_config.moe_num_experts"
 
@@ -755,9 +754,10 @@ _PRESET_CACHE: dict[str, tuple[tuple[ModelSpec, ...], dict[str, ModelSpec]]] = {
 
 
 def presets_dir() -> Path:
-    """Folder holding the preset JSON files (``$MOEPLAN_PRESETS_DIR`` or the repo's ``configs/``)."""
-    env = os.environ.get(PRESETS_ENV)
-    return Path(env) if env else _DEFAULT_PRESETS_DIR
+    """Folder holding the preset JSON files (``$MOEPLAN_PRESETS_DIR`` or the shipped ``configs/``)."""
+    from moeplan import paths
+
+    return paths.presets_dir()
 
 
 def spec_from_preset(data: Any, source: str) -> ModelSpec:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shlex
-from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from moeplan.errors import TableError
@@ -16,12 +15,12 @@ from moeplan.naming import ENV_TUNED_FOLDER, lookup_candidates
 from moeplan.plan import Resolution, TableSpec
 from moeplan.quant import QuantDesc
 
-REPO_TUNED = Path(__file__).resolve().parent.parent / "tuned"
-
 
 def default_tuned_dirs() -> list[str]:
-    """moeplan's own tables (the repo's tuned/ folder) when it exists."""
-    return [str(REPO_TUNED)] if REPO_TUNED.is_dir() else []
+    """The default lookup folders: ./tuned (where `tune` writes), then moeplan's shipped tables."""
+    from moeplan import paths
+
+    return paths.default_tuned_dirs()
 
 
 def find_table(file_name: str, tuned_dirs: Sequence[str], env: Mapping[str, str]) -> tuple[Optional[str], list[str]]:

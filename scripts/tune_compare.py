@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     from moeplan.tune.job import TableJob, TuneOptions
     from moeplan.tune.measure import Bench
     from moeplan.tune.space import engine_space
+    from moeplan.tune.worker import bench_job
 
     name = torch.cuda.get_device_name(0)
     res = resolution_from_options(args.model, args.tp, args.dp, args.ep, "linear", args.dtype, args.block_shape,
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
                        seed=args.seed, device_name=name, triton_version=triton.__version__)
     job = TableJob(spec, res, opts)
     job.plan()
-    bench = Bench(job.job_payload(), 0)
+    bench = Bench(bench_job(job.job_payload()), 0)  # routing pools travel as bytes
     rows = []
     print(f"{spec.file_name} on {name}; A={args.a} B={args.b}")
     print(f"{'M':>6} {'A config':<28} {'A us':>9} {'B config':<28} {'B us':>9} {'A/B':>6}")

@@ -113,6 +113,8 @@ class TableOutcome:
 class TableJob:
     """Tuning one table."""
 
+    pool_factory = WorkerPool  # the backend's pool maker (moeplan.tune.backends); the local processes by default
+
     def __init__(self, spec: TableSpec, res: Resolution, opts: TuneOptions):
         self.spec, self.res, self.opts = spec, res, opts
         self.path = Path(opts.out_dir) / spec.file_name
@@ -218,7 +220,7 @@ class TableJob:
                       "block_shape": list(s.block_shape) if s.block_shape else None, "per_token": s.per_token,
                       "per_channel": s.per_channel, "activation": self.res.model.activation,
                       "E_global": self.E_global, "expert_map": self.expert_map},
-            "routing_path": str(self.ckpt.routing_path),
+            "routing_bytes": self.ckpt.routing_path.read_bytes(),  # by value: a remote worker has no such path
             "engine": self.profile.name,
             "seed": self.opts.seed,
             "interpret": self.opts.interpret,
@@ -240,7 +242,7 @@ class TableJob:
             return self._outcome(self._summary(), t0, "up to date: the table already holds this run's result; "
                                  "nothing measured or written", src)
         store, ckpt = self.store, self.ckpt
-        pool = WorkerPool(self.opts.gpus, self.job_payload(), restart_every=self.opts.restart_every,
+        pool = self.pool_factory(self.opts.gpus, self.job_payload(), restart_every=self.opts.restart_every,
                           point_timeout_s=self.opts.point_timeout_s, on_status=on_status, log=log,
                           prefetch=max(2, 2 * self.opts.compile_threads))
         next_id = [0]

@@ -41,6 +41,15 @@ class Task:
 
 # ---- the worker process ------------------------------------------------------------------
 
+def bench_job(job: dict) -> dict:
+    """The payload as Bench reads it: the routing pools arrive as bytes (so that a worker on
+    another machine needs no file of the driver's) and are loaded from memory."""
+    if "routing_bytes" not in job:
+        return job
+    import io
+    return {**job, "routing_path": io.BytesIO(job["routing_bytes"])}
+
+
 def worker_main(conn, gpu: Optional[int], job: dict, restart_every: int) -> None:  # pragma: no cover - subprocess
     if job.get("interpret"):
         os.environ["TRITON_INTERPRET"] = "1"
@@ -48,7 +57,7 @@ def worker_main(conn, gpu: Optional[int], job: dict, restart_every: int) -> None
         os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     try:
         from moeplan.tune.measure import Bench, rss_mb
-        bench = Bench(job, gpu)
+        bench = Bench(bench_job(job), gpu)
         facts = bench.device_facts()
         if job.get("measure_ceilings"):
             facts["ceilings"] = bench.roofline_ceilings()

@@ -1,0 +1,114 @@
+"""Is a table still what this installation would produce? And where is a table found?
+
+A moeplan table is stale when:
+- its `triton_version` differs from the installed Triton's (or it records none): a new
+  compiler changes which config is fastest;
+- the engine profile it was tuned for (the `engine_profile` column of the measurements CSV
+  beside it) is not the current one; a CSV without that column counts as profile unknown;
+- the measurements CSV beside it is missing (nothing to tell how it was made).
+
+Tables shipped inside the installed engine are the engine's own: found, never judged stale.
+
+No I/O at import; the installed Triton's version is read from package metadata (Triton is
+never imported here), the engine profile from `moeplan.engine` (pure).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+from moeplan.errors import TableError
+
+PROFILE_COLUMN = "engine_profile"
+PRESENT, STALE, MISSING = "present", "stale", "missing"
+
+
+@dataclass(frozen=True)
+class Installation:
+    """What tables are judged against."""
+
+    triton_version: Optional[str]  # None: Triton not installed, the version check is skipped
+    engine_profile: str
+
+
+def current_installation() -> Installation:
+    from importlib import metadata
+
+    from moeplan.engine import choose_profile
+
+    try:
+        triton = metadata.version("triton")
+    except metadata.PackageNotFoundError:
+        triton = None
+    return Installation(triton, choose_profile(None).profile.name)
+
+
+def csv_beside(table_path: str | os.PathLike) -> Path:
+    p = Path(table_path)
+    return p.with_name(p.name[:-5] + ".csv" if p.name.endswith(".json") else p.name + ".csv")
+
+
+def recorded_profiles(csv_path: Path) -> Optional[set[str]]:
+    """The engine profiles named in a measurements CSV; None when it has no such column."""
+    with open(csv_path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, [])
+        if PROFILE_COLUMN not in header:
+            return None
+        col = header.index(PROFILE_COLUMN)
+        return {row[col] for row in reader if len(row) > col and row[col]}
+
+
+def stale_reasons(table_path: str | os.PathLike, inst: Installation) -> list[str]:
+    """Why a table is stale (empty: it is current)."""
+    from moeplan.tables import load_table
+
+    reasons = []
+    try:
+        version = load_table(table_path).triton_version
+    except TableError as e:
+        return [f"unreadable ({e})"]
+    if inst.triton_version is not None and version != inst.triton_version:
+        reasons.append(f"tuned with Triton {version}, installed {inst.triton_version}" if version
+                       else f"records no triton_version (installed {inst.triton_version})")
+    csv_path = csv_beside(table_path)
+    if not csv_path.is_file():
+        reasons.append(f"no measurements CSV ({csv_path.name}) beside it")
+        return reasons
+    try:
+        profiles = recorded_profiles(csv_path)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        return reasons + [f"measurements CSV unreadable ({e})"]
+    if profiles is None:
+        reasons.append(f"engine profile unknown (the CSV has no {PROFILE_COLUMN} column), current {inst.engine_profile}")
+    elif profiles != {inst.engine_profile}:
+        was = ", ".join(sorted(profiles)) or "none recorded"
+        reasons.append(f"tuned for engine profile {was}, current {inst.engine_profile}")
+    return reasons
+
+
+@dataclass(frozen=True)
+class TableStatus:
+    status: str  # present | stale | missing
+    found: Optional[str]  # the path the engine would load, if any
+    reasons: tuple[str, ...] = ()
+    from_engine: bool = False
+
+
+def table_status(file_name: str, tuned_dirs: Sequence[str], env: Mapping[str, str], engine_dir: Optional[str],
+                 inst: Installation) -> TableStatus:
+    """Where the engine would find `file_name` (its env folder, the tuned dirs standing in for
+    a team's folder, then its own shipped tables), and whether that table is current."""
+    from moeplan.report import find_table
+
+    path, _ = find_table(file_name, tuned_dirs, env)
+    if path is None and engine_dir is not None and os.path.isfile(os.path.join(engine_dir, file_name)):
+        return TableStatus(PRESENT, os.path.join(engine_dir, file_name), (), True)
+    if path is None:
+        return TableStatus(MISSING, None)
+    reasons = tuple(stale_reasons(path, inst))
+    return TableStatus(STALE if reasons else PRESENT, path, reasons)
