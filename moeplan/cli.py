@@ -122,6 +122,7 @@ def _register_tuner() -> None:
 
 
 _register_tuner()
+__import__("moeplan.cli_plan").cli_plan.register(app)  # plan, report
 
 
 def main() -> None:
