@@ -168,7 +168,8 @@ def print_plan(result, choice) -> None:
 def report_cmd(
     folder: str = typer.Argument(..., help="Folder of tuning tables (*.json) with their CSVs."),
     vs: Optional[str] = typer.Option(None, "--vs", help="Another folder whose tables of the same names to compare."),
-    out: Optional[str] = typer.Option(None, "--out", help="Where to write the PNGs and index.md (default: FOLDER/report)."),
+    out: Optional[str] = typer.Option(None, "--out", help="Where to write the PNGs and index.md "
+                                      "(default: ./<FOLDER's name>-report)."),
 ):
     """One PNG per table (time per batch size: tuned winner vs the default heuristic, roofline fraction) and an index."""
     from moeplan.charts import ChartError, write_report
@@ -176,8 +177,10 @@ def report_cmd(
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise ChartError("report needs matplotlib: pip install 'moeplan[kernels]' (or 'moeplan[test]')") from None
-    index = write_report(Path(folder), Path(out) if out else Path(folder) / "report", Path(vs) if vs else None)
+        raise ChartError("report needs matplotlib, which is not installed: pip install 'moeplan[kernels]' "
+                         "(the kernels extra; the test extra has it too)") from None
+    src = Path(folder)
+    index = write_report(src, Path(out) if out else Path(f"{src.resolve().name}-report"), Path(vs) if vs else None)
     typer.echo(f"wrote {index}")
 
 

@@ -278,3 +278,11 @@ def test_plan_is_pure_and_fast():
     t = time.perf_counter()
     make_plan(find_preset("kimi-k2"), Card.from_name(H100), "", PlanRequest(gpus=64), TuningData(), PROFILE)
     assert time.perf_counter() - t < 1.0
+
+
+@pytest.mark.parametrize("module", ["moeplan.planner", "moeplan.hardware", "moeplan.charts"])
+def test_planning_modules_import_no_heavy_packages(module):
+    code = (f"import sys; import {module}; "
+            "bad = [m for m in ('torch', 'triton', 'pandas', 'matplotlib', 'numpy', 'rich', 'typer') "
+            "if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
