@@ -136,8 +136,8 @@ def print_plan(result, choice) -> None:
     t = Table(title=f"{len(result.layouts)} valid layouts; MoE time = kernel x {m.num_moe_layers} MoE layers, "
                     f"per step, ms")
     for col in ("#", "TP", "DP", "EP", "fits", "experts GiB", "other GiB", "total GiB", "free GiB",
-                *[f"M={M}" for M in Ms], "time", "comm B/tok", f"comm ms M={Ms[-1]}", "tables"):
-        t.add_column(col, justify="right" if col not in ("EP", "fits", "time", "tables") else "left")
+                *[f"M={M}" for M in Ms], "source", "comm B/tok", f"comm ms M={Ms[-1]}", "tables"):
+        t.add_column(col, justify="right" if col not in ("EP", "fits", "source", "tables") else "left")
     for i, lp in enumerate(result.layouts, 1):
         lay, mem = lp.res.layout, lp.memory.gib()
         ep = f"{lay.world_size} {lay.placement}" if lay.use_ep else "off"

@@ -42,7 +42,7 @@ DEFAULT_LINK_GBPS = 3600.0  # NVLink 4 (H100/H200): 450 GB/s per direction
 DEFAULT_NODE_LINK_GBPS = 400.0  # one NDR InfiniBand port per GPU, for groups that span nodes
 ACT_BYTES = 2  # bf16 hidden states
 RANKING = ("fits first; then the geometric mean over the batch sizes of the predicted MoE time per step "
-           "(kernel time x MoE layers + communication x MoE layers); ties keep the listed order")
+           "(kernel time x MoE layers + communication x MoE layers); then more free memory")
 
 
 class PlanError(MoeplanError):
@@ -550,5 +550,6 @@ def make_plan(model: ModelSpec, card: Card, card_reason: str, req: PlanRequest, 
     if find is not None:
         data = find(good)
     plans = [plan_layout(r, card, req, data, profile) for r in good]
-    order = sorted(range(len(plans)), key=lambda i: (not plans[i].memory.fits, plans[i].score_us, i))
+    order = sorted(range(len(plans)), key=lambda i: (not plans[i].memory.fits, round(plans[i].score_us, 1),
+                                                     -plans[i].memory.free, i))
     return Plan(model, card, card_reason, req, tuple(plans[i] for i in order), tuple(bad))

@@ -163,8 +163,11 @@ def test_json_shape_and_ranking():
         assert set(lay["moe_us"]) == {"1", "64"}
         assert lay["moe_source"] in ("measured", "modelled", "measured+modelled")
         assert lay["tables"] and all("exists" in t and "file" in t for t in lay["tables"])
-    ranks = [(not l["fits"], l["score_us"]) for l in d["layouts"]]
+    ranks = [(not l["fits"], l["score_us"], -l["memory_gib"]["free"]) for l in d["layouts"]]
     assert ranks == sorted(ranks)
+    # equal MoE time: TP over 4 holds a quarter of the attention per device, DP 4 all of it
+    tp4, dp4 = (next(l for l in d["layouts"] if l["tp"] == t and not l["ep"]) for t in (4, 1))
+    assert tp4["moe_us"] == dp4["moe_us"] and d["layouts"].index(tp4) < d["layouts"].index(dp4)
     tp4 = next(l for l in d["layouts"] if l["tp"] == 4 and not l["ep"])
     assert tp4["comm_bytes_per_token"] == 2 * 3 / 4 * 2048 * 2  # ring all-reduce of a bf16 hidden state
     ep = next(l for l in d["layouts"] if l["dp"] == 4 and l["ep"])
