@@ -106,7 +106,8 @@ def draw(run: TableRun, png: Path, vs_label: str = "other") -> None:
             bottom.plot(xs, [100 * run.points[M].floor_us / times[M] for M in xs], style, label=label,
                         color="tab:blue" if style == "o-" else "tab:orange")
     bottom.set_xscale("log", base=2)
-    bottom.set_ylim(0, 105)
+    fractions = [100 * run.points[M].floor_us / run.points[M].winner_us for M in fM]
+    bottom.set_ylim(0, max([105.0] + [f + 5 for f in fractions]))
     bottom.set_ylabel("roofline fraction (floor / time, %)")
     bottom.set_xlabel("batch size M (tokens)")
     bottom.grid(True, which="both", alpha=0.3)
