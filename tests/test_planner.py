@@ -96,7 +96,7 @@ def test_ep_memory_is_the_fullest_device():
 
 
 def test_presets_add_up_to_their_advertised_sizes():
-    """Total parameters from the memory model (bf16 bytes / 2 at TP1) within 6% of the model card's."""
+    """Total parameters from the memory model (bf16 bytes / 2 at TP1) within 5% of the model card's."""
     advertised = {"mixtral-8x7b": 46.7e9, "mixtral-8x22b": 141e9, "deepseek-v2": 236e9, "deepseek-v2-lite": 15.7e9,
                   "deepseek-v3": 671e9, "qwen1.5-moe-a2.7b": 14.3e9, "qwen2-57b-a14b": 57e9,
                   "qwen3-30b-a3b": 30.5e9, "qwen3-235b-a22b": 235e9, "qwen3-coder-480b-a35b": 480e9,
@@ -109,7 +109,7 @@ def test_presets_add_up_to_their_advertised_sizes():
     for alias, n in advertised.items():
         res = resolve(find_preset(alias), Layout(), QuantRequest(dtype="bf16"), H100)
         params = memory(res, Card.from_name(H100)).total / 2
-        assert abs(params / n - 1) < 0.06, (alias, params / 1e9)
+        assert abs(params / n - 1) < 0.05, (alias, params / 1e9)  # names round: ERNIE "21B" counts 21.8B
 
 
 def test_every_preset_has_the_rest_of_the_model():
@@ -289,3 +289,26 @@ def test_planning_modules_import_no_heavy_packages(module):
             "bad = [m for m in ('torch', 'triton', 'pandas', 'matplotlib', 'numpy', 'rich', 'typer') "
             "if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_config_json_reader_fills_the_rest_of_the_model():
+    from moeplan.models import model_from_config
+
+    ds = {"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "n_routed_experts": 256,
+          "num_experts_per_tok": 8, "hidden_size": 7168, "moe_intermediate_size": 2048, "n_shared_experts": 1,
+          "num_hidden_layers": 61, "first_k_dense_replace": 3, "intermediate_size": 18432, "vocab_size": 129280,
+          "num_attention_heads": 128, "num_key_value_heads": 128, "q_lora_rank": 1536, "kv_lora_rank": 512,
+          "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128, "n_group": 8,
+          "tie_word_embeddings": False, "hidden_act": "silu"}
+    spec = model_from_config(ds, "ds.json")
+    preset = find_preset("deepseek-v3")
+    rest = ("vocab_size", "num_attention_heads", "head_dim", "q_lora_rank", "kv_lora_rank", "qk_rope_head_dim",
+            "v_head_dim", "dense_intermediate_size", "num_expert_groups", "tie_word_embeddings")
+    assert {k: getattr(spec, k) for k in rest} == {k: getattr(preset, k) for k in rest}
+    jamba = {"architectures": ["JambaForCausalLM"], "num_experts": 16, "num_experts_per_tok": 2, "hidden_size": 4096,
+             "intermediate_size": 14336, "num_hidden_layers": 32, "vocab_size": 65536, "num_attention_heads": 32,
+             "num_key_value_heads": 8, "attn_layer_period": 8, "attn_layer_offset": 4, "mamba_d_state": 16,
+             "mamba_d_conv": 4, "mamba_expand": 2, "mamba_dt_rank": 256, "hidden_act": "silu"}
+    j, jp = model_from_config(jamba, "j.json"), find_preset("jamba-v0.1")
+    assert (j.num_attention_layers, j.linear_mixer_params, j.head_dim) == (4, jp.linear_mixer_params, 128)
+    assert j.to_dict()["num_key_value_heads"] == 8
