@@ -74,7 +74,7 @@ def plan(
     dtype: DtypeOpt = "auto",
     device_name: Optional[str] = typer.Option(None, "--device-name", help="GPU name, e.g. 'NVIDIA H200' "
                                               "(default: NVIDIA H100 80GB HBM3, the card of moeplan's tables)."),
-    gpu_mem: Optional[float] = typer.Option(None, "--gpu-mem", help="GiB per GPU (overrides the card's memory; "
+    gpu_mem: Optional[str] = typer.Option(None, "--gpu-mem", help="GiB per GPU (overrides the card's memory; "
                                             "lets an unknown --device-name be planned)."),
     batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="Tokens per step, comma-separated "
                                               "(default 1,16,64,256,1024)."),

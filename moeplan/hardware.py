@@ -73,10 +73,11 @@ _CARDS = (
     # (copy 0.89x bandwidth, matmul 0.80x dense peak); not measured by moeplan.
     Card("NVIDIA A100-SXM4-80GB", 80 * GiB, 2.039e12, 1.81e12, 250e12, None,
          "datasheet (2.04 TB/s, 312 TFLOP/s bf16) scaled by the H100's measured ratios; no fp8"),
-    Card("NVIDIA H20", 96 * GiB, 4.0e12, 3.56e12, 118e12, 237e12,
-         "datasheet (4.0 TB/s, 148 TFLOP/s bf16, 296 fp8) scaled by the H100's measured ratios"),
-    Card("NVIDIA B200", 180 * GiB, 8.0e12, 7.1e12, 1800e12, 3600e12,
-         "datasheet (8 TB/s, 2.25 PFLOP/s bf16, 4.5 fp8 dense) scaled by the H100's measured ratios"),
+    Card("NVIDIA H20", 97871 * 1024 ** 2, 4.0e12, 3.56e12, 118e12, 237e12,
+         "96 GB (97871 MiB); datasheet (4.0 TB/s, 148 TFLOP/s bf16, 296 fp8) scaled by the H100's measured ratios"),
+    Card("NVIDIA B200", 183359 * 1024 ** 2, 8.0e12, 7.1e12, 1800e12, 3600e12,
+         "180 GB (183359 MiB); datasheet (8 TB/s, 2.25 PFLOP/s bf16, 4.5 fp8 dense) scaled by the H100's measured "
+         "ratios"),
 )
 CARDS: dict[str, Card] = {c.key: c for c in _CARDS}
 DEFAULT_CARD = "NVIDIA H100 80GB HBM3"  # the card moeplan's committed tables were tuned on
@@ -86,21 +87,24 @@ def card_for(device_name: Optional[str], gpu_mem_gib: Optional[float]) -> tuple[
     """The card a plan uses and a one-line reason: --device-name, else the default card;
     --gpu-mem overrides its memory (an unknown --device-name is fine with --gpu-mem: the
     default card's bandwidth and peak stand in, and the reason says so)."""
+    if isinstance(gpu_mem_gib, str):
+        try:
+            gpu_mem_gib = float(gpu_mem_gib)
+        except ValueError:
+            raise HardwareError(f"--gpu-mem {gpu_mem_gib!r} is invalid; expected GiB per GPU, a number in (0, 4096]") \
+                from None
     if gpu_mem_gib is not None and not (isinstance(gpu_mem_gib, (int, float)) and 0 < gpu_mem_gib <= 4096):
         raise HardwareError(f"--gpu-mem {gpu_mem_gib!r} is invalid; expected GiB per GPU, a number in (0, 4096]")
     if device_name is not None and not device_name.strip():
         raise HardwareError("--device-name '' is empty; pass a GPU name like 'NVIDIA H200'")
     if device_name is None:
         card, why = CARDS[normalize_device_name(DEFAULT_CARD)], f"no --device-name: {DEFAULT_CARD} assumed"
-    elif normalize_device_name(device_name) in CARDS:
-        card, why = Card.from_name(device_name), f"--device-name {device_name}"
-    elif gpu_mem_gib is not None:
+    elif gpu_mem_gib is None or normalize_device_name(device_name) in CARDS:
+        card, why = Card.from_name(device_name), f"--device-name {device_name}"  # an unknown name raises here
+    else:
         base = CARDS[normalize_device_name(DEFAULT_CARD)]
         card = replace(base, name=device_name, source=f"unknown card: {DEFAULT_CARD}'s bandwidth and peak")
         why = f"--device-name {device_name} (unknown card: {DEFAULT_CARD}'s bandwidth and peak stand in)"
-    else:
-        Card.from_name(device_name)  # raises the one-line error
-        raise AssertionError("unreachable")
     if gpu_mem_gib is not None:
         card = card.with_memory_gib(gpu_mem_gib)
         why += f", --gpu-mem {gpu_mem_gib:g} GiB"

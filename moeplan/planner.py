@@ -30,6 +30,7 @@ from moeplan.hardware import GiB, Card
 from moeplan.kernel_config import default_config
 from moeplan.launch import OPERAND_BYTES
 from moeplan.models import ModelSpec
+from moeplan.naming import parse_tuning_file_name
 from moeplan.parallel import Layout
 from moeplan.plan import QuantRequest, Resolution, TableSpec, resolve
 
@@ -119,8 +120,6 @@ class CalibrationTable:
 
 def calibration_table(name: str, points: dict[int, CsvPoint]) -> Optional[CalibrationTable]:
     """From a table's file name and its CSV points; None when the CSV has no floors."""
-    from moeplan.naming import parse_tuning_file_name
-
     try:
         meta = parse_tuning_file_name(name)
     except MoeplanError:
@@ -220,7 +219,7 @@ def _rest_is_8bit(res: Resolution) -> bool:
         return False
     q = res.model.quantization
     skip = (q.raw.get("modules_to_not_convert") or []) if q is not None else []
-    return not any("self_attn" in str(m) or "attn" == str(m) for m in skip)
+    return not any("self_attn" in str(m) for m in skip)
 
 
 def other_bytes(model: ModelSpec, res: Resolution, tp: int) -> tuple[dict[str, int], tuple[str, ...]]:
@@ -526,7 +525,7 @@ class Plan:
             "gpus": self.request.gpus,
             "layouts": [lp.to_dict() for lp in self.layouts],
             "device": {"name": self.card.name, "memory_gib": round(self.card.memory_gib, 2),
-                       "bandwidth_TBps": self.card.copy_bandwidth_Bps / 1e12, "source": self.card.source,
+                       "copy_bandwidth_TBps": self.card.copy_bandwidth_Bps / 1e12, "source": self.card.source,
                        "why": self.card_reason},
             "gpus_per_node": self.request.per_node,
             "batch_sizes": list(self.request.batch_sizes),

@@ -241,7 +241,7 @@ def test_modelled_time_scales_the_floor_by_the_measured_ratio(tmp_path):
     (["no-such-model", "--gpus", "2"], "unknown model 'no-such-model'"),
     (["mixtral-8x7b", "--gpus", "2", "--gpu-mem", "-3"], "--gpu-mem -3.0 is invalid"),
     (["mixtral-8x7b", "--gpus", "2", "--gpu-mem", "0"], "--gpu-mem 0.0 is invalid"),
-    (["mixtral-8x7b", "--gpus", "2", "--gpu-mem", "lots"], "--gpu-mem"),
+    (["mixtral-8x7b", "--gpus", "2", "--gpu-mem", "lots"], "--gpu-mem 'lots' is invalid; expected GiB per GPU"),
     (["mixtral-8x7b", "--gpus", "2", "--batch-sizes", "1,x"], "--batch-sizes '1,x' is invalid"),
     (["mixtral-8x7b", "--gpus", "2", "--batch-sizes", "0"], "--batch-sizes '0' is invalid"),
     (["mixtral-8x7b", "--gpus", "2", "--device-name", "Voodoo 5"], "'Voodoo 5' is not a card"),
