@@ -581,7 +581,7 @@ def _count(n_layers: int, pred) -> int:
     return sum(1 for i in range(n_layers) if pred(i))
 
 
-def _rest_of_model(body: dict, family: str, L: int, moe_layers: int) -> dict:
+def _rest_of_model(body: dict, family: str, L: int) -> dict:
     """The rest-of-model fields of ModelSpec, best effort: a value that is missing or not a
     positive integer is left out (unknown), never an error, since only `plan` uses them."""
 
@@ -616,7 +616,8 @@ def _rest_of_model(body: dict, family: str, L: int, moe_layers: int) -> dict:
     kinds = body.get("layer_types") or body.get("attn_type_list")
     period = pos(body, "attn_layer_period")
     if isinstance(kinds, list) and kinds:
-        out["num_attention_layers"] = sum(1 for k in kinds if k in ("full_attention", "attention", 1))
+        # sliding-window layers (gpt-oss) are attention too; MiniMax marks linear layers 0
+        out["num_attention_layers"] = sum(1 for k in kinds if k not in ("linear_attention", "mamba", "linear", 0))
     elif pos(body, "full_attention_interval"):
         step = pos(body, "full_attention_interval")
         out["num_attention_layers"] = sum(1 for i in range(L) if (i + 1) % step == 0)
@@ -821,7 +822,7 @@ def model_from_config(cfg: dict, source: str) -> ModelSpec:
         expert_bias=expert_bias,
         quantization=parse_quantization_config(qc, source),
         source=source,
-        **_rest_of_model(body, family, L, moe_layers),
+        **_rest_of_model(body, family, L),
     )
 
 

@@ -312,3 +312,8 @@ def test_config_json_reader_fills_the_rest_of_the_model():
     j, jp = model_from_config(jamba, "j.json"), find_preset("jamba-v0.1")
     assert (j.num_attention_layers, j.linear_mixer_params, j.head_dim) == (4, jp.linear_mixer_params, 128)
     assert j.to_dict()["num_key_value_heads"] == 8
+    oss = {"architectures": ["GptOssForCausalLM"], "num_local_experts": 32, "num_experts_per_tok": 4,
+           "hidden_size": 2880, "intermediate_size": 2880, "num_hidden_layers": 4, "num_attention_heads": 64,
+           "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 201088,
+           "layer_types": ["sliding_attention", "full_attention"] * 2}
+    assert model_from_config(oss, "o.json").num_attention_layers == 4  # sliding-window layers are attention
