@@ -5,6 +5,8 @@ winner and default-heuristic times and the roofline floor per batch size M) and 
 table, the time per batch size (tuned winner, the engine's default heuristic, the floor, and
 another folder's winner with `--vs`) on log-log axes, and the roofline fraction (floor / time)
 below it. matplotlib with the Agg backend (no display needed), imported only when drawing.
+
+Letters: M tokens in the batch of one MoE layer call (the tables' batch-size keys).
 """
 
 from __future__ import annotations

@@ -232,7 +232,8 @@ def other_bytes(model: ModelSpec, res: Resolution, tp: int) -> tuple[dict[str, i
     moe_layers = m.num_moe_layers or L
     unknown: list[str] = []
     eight = _rest_is_8bit(res)
-    lin_bytes = 1.0 if eight else 2.0
+    wide = 4 if res.act_dtype == "float32" else ACT_BYTES  # unquantized weights are stored as the activations
+    lin_bytes = 1.0 if eight else float(wide)
     if eight and res.block_shape and all(res.block_shape):
         lin_bytes += 4.0 / (res.block_shape[0] * res.block_shape[1])  # one fp32 scale per block
     elif eight:
@@ -268,10 +269,10 @@ def other_bytes(model: ModelSpec, res: Resolution, tp: int) -> tuple[dict[str, i
             unknown.append("dense MLP")
     if m.num_shared_experts and m.shared_expert_intermediate_size:
         parts["shared experts"] = moe_layers * 3 * K * m.shared_expert_intermediate_size / tp * lin_bytes
-    parts["routers"] = moe_layers * K * m.num_experts * ACT_BYTES
+    parts["routers"] = moe_layers * K * m.num_experts * wide
     if m.vocab_size:
         copies = 1 if m.tie_word_embeddings else 2
-        parts["embeddings + lm_head"] = copies * m.vocab_size * K / tp * ACT_BYTES
+        parts["embeddings + lm_head"] = copies * m.vocab_size * K / tp * wide
     else:
         unknown.append("embeddings")
     return {k: int(v) for k, v in parts.items()}, tuple(unknown)

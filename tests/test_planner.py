@@ -56,6 +56,18 @@ def test_memory_mixtral_tp2_bf16():
     assert m.free == 80 * GiB - m.total
 
 
+def test_memory_follows_dtype():
+    def other(alias, dtype):
+        res = resolve(find_preset(alias), Layout(tp=2), QuantRequest(dtype=dtype), H100)
+        return memory(res, Card.from_name(H100))
+    bf16, fp32, fp8 = (other("mixtral-8x7b", d) for d in ("bf16", "fp32", "fp8_w8a8"))
+    assert fp32.other == 2 * bf16.other and fp32.experts == 2 * bf16.experts
+    # the engine's fp8 quantizes every linear layer (one fp32 scale per tensor: (E,) for the experts)
+    assert fp8.experts == 32 * (8 * 3 * 7168 * 4096 + 2 * 8 * 4)
+    assert fp8.parts["attention"] < bf16.parts["attention"] / 1.99
+    assert fp8.parts["embeddings + lm_head"] == bf16.parts["embeddings + lm_head"]  # kept in bf16
+
+
 def test_memory_deepseek_v3_tp8_fp8_block_dense_layers_and_shared_expert():
     m = mem("deepseek-v3", tp=8)
     # routed experts: N = 2048 / 8 = 256, fp8 (1 byte) + fp32 scales per 128x128 block:
