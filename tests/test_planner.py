@@ -283,16 +283,17 @@ def test_human_output_names_profile_card_and_tables():
 
 
 def test_plan_is_pure_and_fast():
-    code = ("import sys, time; t = time.perf_counter(); from moeplan.cli import app; "
+    # CPU seconds of the process (not wall time, which other jobs on a shared machine stretch)
+    code = ("import sys, time; t = time.process_time(); from moeplan.cli import app; "
             "from typer.testing import CliRunner; "
             "r = CliRunner().invoke(app, ['plan', 'deepseek-v3', '--gpus', '16', '--json']); "
-            "assert r.exit_code == 0, r.output; dt = time.perf_counter() - t; "
+            "assert r.exit_code == 0, r.output; dt = time.process_time() - t; "
             "bad = [m for m in ('torch', 'triton', 'pandas', 'matplotlib') if m in sys.modules]; "
             "assert not bad, bad; assert dt < 1.0, dt")
     subprocess.run([sys.executable, "-c", code], check=True)
-    t = time.perf_counter()
+    t = time.process_time()
     make_plan(find_preset("kimi-k2"), Card.from_name(H100), "", PlanRequest(gpus=64), TuningData(), PROFILE)
-    assert time.perf_counter() - t < 1.0
+    assert time.process_time() - t < 1.0
 
 
 @pytest.mark.parametrize("module", ["moeplan.planner", "moeplan.hardware", "moeplan.charts"])
