@@ -114,12 +114,12 @@ def resolve(
 @one_line_errors
 def models(as_json: bool = typer.Option(False, "--json", help="Print the presets as a JSON list.")):
     """List the model presets (usable as MODEL by resolve and tune)."""
-    from moeplan.models import preset_rows
+    from moeplan.models import list_presets, preset_rows
 
-    rows = preset_rows()
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(json.dumps([s.to_dict() for s in list_presets()], indent=2))
         return
+    rows = preset_rows()
     from moeplan import report
     report.print_models(rows)
 
@@ -136,6 +136,7 @@ def _register_tuner() -> None:
 
 _register_tuner()
 __import__("moeplan.cli_fleet").cli_fleet.register(app)  # matrix, diff
+__import__("moeplan.cli_plan").cli_plan.register(app)  # plan, report
 
 
 def main() -> None:

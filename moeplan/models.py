@@ -278,6 +278,22 @@ class ModelSpec:
     expert_bias: bool = False
     quantization: Optional[CheckpointQuant] = None
     source: str = field(default="", compare=False)  # preset file or config.json path
+    # The rest of the model (what `moeplan plan` needs for memory; None = not known). Letters:
+    # V vocabulary, H query heads, H_kv key/value heads, d head width.
+    vocab_size: Optional[int] = None  # V: embedding rows (and lm_head rows unless tied)
+    tie_word_embeddings: bool = False  # lm_head shares the embedding matrix
+    num_attention_heads: Optional[int] = None  # H
+    num_key_value_heads: Optional[int] = None  # H_kv (GQA); equal to H for plain MHA
+    head_dim: Optional[int] = None  # d of softmax attention; MLA: the no-rope part of q/k (qk_nope_head_dim)
+    q_lora_rank: Optional[int] = None  # MLA: rank of q's low-rank projection (None: a full q_proj)
+    kv_lora_rank: Optional[int] = None  # MLA when set: rank of the shared key/value latent
+    qk_rope_head_dim: Optional[int] = None  # MLA: rotary part of q/k per head
+    v_head_dim: Optional[int] = None  # MLA: value width per head
+    dense_intermediate_size: Optional[int] = None  # width of the dense (non-MoE) MLP layers
+    num_dense_mlp_layers: Optional[int] = None  # layers running a dense MLP (None: the non-MoE layers)
+    num_attention_layers: Optional[int] = None  # layers with softmax attention (None: all); hybrids fewer
+    linear_mixer_params: Optional[int] = None  # parameters of one non-attention mixer layer (Mamba, linear attention)
+    num_expert_groups: int = 1  # routing groups (DeepSeek n_group); the engine allows round_robin placement only above 1
 
     def __post_init__(self) -> None:
         who = self.alias or self.name or "model"
@@ -301,6 +317,21 @@ class ModelSpec:
             raise _fail(f"{who}: activation={self.activation!r} is not one of {', '.join(ACTIVATIONS)}")
         if not isinstance(self.expert_bias, bool):
             raise _fail(f"{who}: expert_bias={self.expert_bias!r} must be true or false")
+        self._check_rest(who)
+
+    def _check_rest(self, who: str) -> None:
+        """The rest-of-model fields: positive integers or null, booleans, counts within the layers."""
+        for key in _REST_FIELDS:
+            v = getattr(self, key)
+            if key == "tie_word_embeddings":
+                if not isinstance(v, bool):
+                    raise _fail(f"{who}: tie_word_embeddings={v!r} must be true or false")
+            elif v is not None and (not _is_int(v) or v <= 0):
+                raise _fail(f"{who}: {key}={v!r} must be a positive integer or null")
+        for key in ("num_dense_mlp_layers", "num_attention_layers"):
+            v = getattr(self, key)
+            if v is not None and v > self.num_hidden_layers:
+                raise _fail(f"{who}: {key}={v} exceeds num_hidden_layers={self.num_hidden_layers}")
 
     @classmethod
     def from_name(cls, name: str) -> "ModelSpec":
@@ -315,19 +346,21 @@ class ModelSpec:
         return ("bf16", None)
 
     def to_dict(self) -> dict:
-        """JSON-able description (quantization summarised, not raw)."""
-        d = {"name": self.name, "alias": self.alias}
-        d.update({k: getattr(self, k) for k in _SPEC_FIELDS})
-        d["quantization"] = self.quantization.to_dict() if self.quantization else None
-        d["source"] = self.source
-        return d
+        """The one JSON form of a spec: the preset-file form (``configs/<alias>.json``).
 
-    def to_preset_dict(self) -> dict:
-        """The preset-file form (``configs/<alias>.json``); see ``spec_from_preset``."""
+        Every field by name, ``quantization`` as the checkpoint's verbatim
+        ``quantization_config`` (or null), so ``spec_from_preset(spec.to_dict(), ...)``
+        rebuilds an equal spec. ``resolve --json``, ``models --json`` and ``plan --json``
+        all print this; ``source`` (where it was read from) is not a fact of the model.
+        """
         d = {"alias": self.alias, "name": self.name}
         d.update({k: getattr(self, k) for k in _SPEC_FIELDS})
         d["quantization"] = dict(self.quantization.raw) if self.quantization else None
+        d.update({k: getattr(self, k) for k in _REST_FIELDS})
         return d
+
+    # Kept so existing callers work; the same form as to_dict.
+    to_preset_dict = to_dict
 
 
 # The ModelSpec numbers and names shared by the preset files and the JSON output, in file order.
@@ -344,6 +377,23 @@ _SPEC_FIELDS = (
     "num_moe_layers",
     "activation",
     "expert_bias",
+)
+# The rest-of-model fields (optional in preset files: absent means unknown, or the default).
+_REST_FIELDS = (
+    "vocab_size",
+    "tie_word_embeddings",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "q_lora_rank",
+    "kv_lora_rank",
+    "qk_rope_head_dim",
+    "v_head_dim",
+    "dense_intermediate_size",
+    "num_dense_mlp_layers",
+    "num_attention_layers",
+    "linear_mixer_params",
+    "num_expert_groups",
 )
 
 
@@ -530,6 +580,74 @@ def _count(n_layers: int, pred) -> int:
     return sum(1 for i in range(n_layers) if pred(i))
 
 
+def _rest_of_model(body: dict, family: str, L: int) -> dict:
+    """The rest-of-model fields of ModelSpec, best effort: a value that is missing or not a
+    positive integer is left out (unknown), never an error, since only `plan` uses them."""
+
+    def pos(d: Any, key: str) -> Optional[int]:
+        v = d.get(key) if isinstance(d, dict) else None
+        if isinstance(v, list) and v:  # per-layer lists (Hunyuan): the first layer's
+            v = v[0]
+        return int(v) if _is_int(v) and v > 0 else None
+
+    K = pos(body, "hidden_size") or pos(body, "d_model")
+    out: dict[str, Any] = {"vocab_size": pos(body, "vocab_size")}
+    if isinstance(body.get("tie_word_embeddings"), bool):
+        out["tie_word_embeddings"] = body["tie_word_embeddings"]
+    attn = body.get("attn_config") if isinstance(body.get("attn_config"), dict) else {}  # DBRX
+    H = pos(body, "num_attention_heads") or pos(body, "n_heads")
+    out["num_attention_heads"] = H
+    out["num_key_value_heads"] = pos(body, "num_key_value_heads") or pos(attn, "kv_n_heads") or H
+    if pos(body, "kv_lora_rank"):  # multi-head latent attention (DeepSeek-V2/V3, Kimi)
+        for key in ("q_lora_rank", "kv_lora_rank", "qk_rope_head_dim", "v_head_dim"):
+            out[key] = pos(body, key)
+        out["head_dim"] = pos(body, "qk_nope_head_dim")
+    else:
+        out["head_dim"] = pos(body, "head_dim") or (K // H if K and H and K % H == 0 else None)
+    # Dense MLP width: `intermediate_size` means the dense width only in some families.
+    if family == "llama4":
+        out["dense_intermediate_size"] = pos(body, "intermediate_size_mlp")
+    elif family == "arctic":  # a residual MLP of width hidden_size runs beside the MoE in every layer
+        out["dense_intermediate_size"], out["num_dense_mlp_layers"] = K, L
+    elif family in ("deepseek", "glm4_moe", "ernie", "jamba", "hunyuan", "qwen2_moe", "qwen3_moe"):
+        out["dense_intermediate_size"] = pos(body, "intermediate_size")
+    # Hybrid models: layers with softmax attention, and the size of the other mixers.
+    kinds = body.get("layer_types") or body.get("attn_type_list")
+    period = pos(body, "attn_layer_period")
+    if isinstance(kinds, list) and kinds:
+        # sliding-window layers (gpt-oss) are attention too; MiniMax marks linear layers 0
+        out["num_attention_layers"] = sum(1 for k in kinds if k not in ("linear_attention", "mamba", "linear", 0))
+    elif pos(body, "full_attention_interval"):
+        step = pos(body, "full_attention_interval")
+        out["num_attention_layers"] = sum(1 for i in range(L) if (i + 1) % step == 0)
+    elif period:
+        offset = body.get("attn_layer_offset") if _is_int(body.get("attn_layer_offset")) else 0
+        out["num_attention_layers"] = sum(1 for i in range(L) if i % period == offset)
+    out["linear_mixer_params"] = _linear_mixer_params(body, K, H, out.get("head_dim"))
+    out["num_expert_groups"] = pos(body, "n_group") or 1
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _linear_mixer_params(body: dict, K: Optional[int], H: Optional[int], d: Optional[int]) -> Optional[int]:
+    """Parameters of one non-attention mixer layer of a hybrid model (None if it has none)."""
+    g = body.get
+    if not K:
+        return None
+    if _is_int(g("mamba_expand")) and _is_int(g("mamba_d_state")):  # Jamba's Mamba layer
+        inner, state, conv = g("mamba_expand") * K, g("mamba_d_state"), g("mamba_d_conv") or 4
+        rank = g("mamba_dt_rank") if _is_int(g("mamba_dt_rank")) else -(-K // 16)
+        return (K * 2 * inner + inner * (conv + 1) + inner * (rank + 2 * state) + rank * inner + inner
+                + inner * state + inner + inner * K)
+    if _is_int(g("linear_num_value_heads")):  # Qwen3-Next's gated delta-net
+        hk, hv = g("linear_num_key_heads"), g("linear_num_value_heads")
+        dk, dv, conv = g("linear_key_head_dim"), g("linear_value_head_dim"), g("linear_conv_kernel_dim") or 4
+        key, val = hk * dk, hv * dv
+        return K * (2 * key + 2 * val) + K * 2 * hv + (2 * key + val) * conv + 2 * hv + dv + val * K
+    if isinstance(g("attn_type_list"), list) and H and d:  # MiniMax lightning attention: qkv, gate, out
+        return K * 3 * H * d + K * H * d + H * d * K + H * d
+    return None
+
+
 def _name_from_config(cfg: dict, source: str) -> str:
     nop = cfg.get("_name_or_path")
     if isinstance(nop, str) and re.fullmatch(r"[\w.\-]+/[\w.\-]+", nop) and not nop.startswith("."):
@@ -703,6 +821,7 @@ def model_from_config(cfg: dict, source: str) -> ModelSpec:
         expert_bias=expert_bias,
         quantization=parse_quantization_config(qc, source),
         source=source,
+        **_rest_of_model(body, family, L),
     )
 
 
@@ -785,6 +904,7 @@ def spec_from_preset(data: Any, source: str) -> ModelSpec:
             **{k: data[k] for k in _SPEC_FIELDS},
             quantization=parse_quantization_config(data["quantization"], source),
             source=source,
+            **{k: data[k] for k in _REST_FIELDS if data.get(k) is not None},
         )
     except ModelError as e:
         msg = str(e)

@@ -153,14 +153,7 @@ def resolution_dict(res: Resolution, tuned_dirs: Sequence[str], env: Mapping[str
         })
     lay = res.layout
     return {
-        "model": {
-            "name": m.name, "alias": m.alias, "architecture": m.architecture, "num_experts": m.num_experts,
-            "top_k": m.top_k, "hidden_size": m.hidden_size, "moe_intermediate_size": m.moe_intermediate_size,
-            "num_shared_experts": m.num_shared_experts, "num_moe_layers": m.num_moe_layers,
-            "activation": m.activation,
-            "checkpoint_quantization": None if m.quantization is None else m.quantization.describe(),
-            "source": m.source,
-        },
+        "model": m.to_dict(),  # the one JSON form of a ModelSpec
         "layout": {"tp": lay.tp, "dp": lay.dp, "ep": lay.use_ep, "world_size": lay.world_size,
                    "placement": lay.placement, "all2all_backend": lay.all2all_backend,
                    "device_name": res.device_name},
@@ -204,7 +197,7 @@ def print_resolution(data: dict) -> None:
     console_ = console()
     m, lay, q = data["model"], data["layout"], data["quant"]
     ep = f"EP={lay['world_size']} ({lay['placement']})" if lay["ep"] else "EP off"
-    console_.print(f"[bold]{m['name']}[/bold] ({m['alias'] or m['source']}): E={m['num_experts']} top-{m['top_k']} "
+    console_.print(f"[bold]{m['name']}[/bold] ({m['alias']}): E={m['num_experts']} top-{m['top_k']} "
                   f"K={m['hidden_size']} expert width {m['moe_intermediate_size']}")
     console_.print(f"layout: TP={lay['tp']} DP={lay['dp']} {ep}, {lay['world_size']} device(s); "
                   f"device: {lay['device_name'] or 'unknown (no GPU found; pass --device-name)'}")

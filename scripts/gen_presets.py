@@ -82,6 +82,77 @@ FIXES: dict[str, tuple[dict, str]] = {
 }
 
 
+# alias -> the rest of the model (what `moeplan plan` needs for memory), read from each
+# checkpoint's official config.json: the shared reference holds only the MoE numbers (and the
+# dense MLP width, checked against it below). Letters: V vocab_size, H/H_kv/d attention heads,
+# key/value heads and head width; MLA models give (q_lora, kv_lora, rope, v) instead of H_kv.
+def _gqa(V, H, Hkv, d, tied=False, **extra):
+    return {"vocab_size": V, "tie_word_embeddings": tied, "num_attention_heads": H, "num_key_value_heads": Hkv,
+            "head_dim": d, **extra}
+
+
+def _mla(V, H, q_lora, kv_lora=512, nope=128, rope=64, v=128, groups=1):
+    return {"vocab_size": V, "tie_word_embeddings": False, "num_attention_heads": H, "num_key_value_heads": H,
+            "head_dim": nope, "q_lora_rank": q_lora, "kv_lora_rank": kv_lora, "qk_rope_head_dim": rope,
+            "v_head_dim": v, "num_expert_groups": groups}
+
+
+# Jamba: 4 of 32 layers attention (attn_layer_period 8, offset 4), the others Mamba
+# (d_inner 8192 = 2 x 4096, d_state 16, d_conv 4, dt_rank 256): in_proj, conv, x_proj, dt_proj,
+# A, D and out_proj parameters.
+_JAMBA_MAMBA = 4096 * 16384 + 8192 * 5 + 8192 * 288 + 256 * 8192 + 8192 + 8192 * 16 + 8192 + 8192 * 4096
+# Qwen3-Next: 12 of 48 layers attention (full_attention_interval 4), the others gated delta-net
+# (16 key heads, 32 value heads, 128 wide, conv 4).
+_QWEN3_NEXT_DELTANET = 2048 * (2 * 2048 + 2 * 4096) + 2048 * 64 + 8192 * 4 + 64 + 128 + 4096 * 2048
+# MiniMax-M1: 10 of 80 layers softmax attention (attn_type_list), the others lightning attention
+# (qkv, output gate and out projections of 64 heads x 128, and a norm).
+_MINIMAX_LIGHTNING = 6144 * 3 * 8192 + 6144 * 8192 + 8192 * 6144 + 8192
+
+REST: dict[str, dict] = {
+    "mixtral-8x7b": _gqa(32000, 32, 8, 128),
+    "mixtral-8x22b": _gqa(32000, 48, 8, 128),
+    "deepseek-v2": _mla(102400, 128, 1536, groups=8),
+    "deepseek-v2-lite": _mla(102400, 16, None),
+    "deepseek-v3": _mla(129280, 128, 1536, groups=8),
+    "deepseek-r1": _mla(129280, 128, 1536, groups=8),
+    "kimi-k2": _mla(163840, 64, 1536),
+    "qwen1.5-moe-a2.7b": _gqa(151936, 16, 16, 128),
+    "qwen2-57b-a14b": _gqa(151936, 28, 4, 128),
+    "qwen3-30b-a3b": _gqa(151936, 32, 4, 128),
+    "qwen3-30b-a3b-fp8": _gqa(151936, 32, 4, 128),
+    "qwen3-235b-a22b": _gqa(151936, 64, 4, 128),
+    "qwen3-235b-a22b-fp8": _gqa(151936, 64, 4, 128),
+    "qwen3-coder-480b-a35b": _gqa(151936, 96, 8, 128),
+    "qwen3-next-80b-a3b-instruct": _gqa(151936, 16, 2, 256, num_attention_layers=12,
+                                        linear_mixer_params=_QWEN3_NEXT_DELTANET),
+    "qwen3-next-80b-a3b-thinking": _gqa(151936, 16, 2, 256, num_attention_layers=12,
+                                        linear_mixer_params=_QWEN3_NEXT_DELTANET),
+    "gpt-oss-20b": _gqa(201088, 64, 8, 64),
+    "gpt-oss-120b": _gqa(201088, 64, 8, 64),
+    "llama-4-scout": _gqa(202048, 40, 8, 128),
+    "llama-4-maverick": _gqa(202048, 40, 8, 128),
+    "dbrx": _gqa(100352, 48, 8, 128),
+    "olmoe-1b-7b": _gqa(50304, 16, 16, 128),
+    "jamba-v0.1": _gqa(65536, 32, 8, 128, num_attention_layers=4, linear_mixer_params=_JAMBA_MAMBA),
+    "phi-3.5-moe": _gqa(32064, 32, 8, 128),
+    "glm-4.5": _gqa(151552, 96, 8, 128),
+    "glm-4.5-air": _gqa(151552, 96, 8, 128),
+    "glm-4.7": _gqa(151552, 96, 8, 128),
+    "ernie-4.5-21b-a3b": _gqa(103424, 20, 4, 128, tied=True),
+    "ernie-4.5-300b-a47b": _gqa(103424, 64, 8, 128),
+    "granite-3.0-3b-a800m": _gqa(49155, 24, 8, 64, tied=True),
+    "granite-3.0-1b-a400m": _gqa(49155, 16, 8, 64, tied=True),
+    "minimax-m1": _gqa(200064, 64, 8, 128, num_attention_layers=10, linear_mixer_params=_MINIMAX_LIGHTNING),
+    "minimax-m2": _gqa(200064, 48, 8, 128),
+    "hunyuan-a13b": _gqa(128167, 32, 8, 128, tied=True),
+    "hunyuan-large": _gqa(129024, 80, 8, 128, tied=True),
+    # Arctic's residual MLP (width hidden_size) runs beside the MoE in every one of its 35 layers.
+    "snowflake-arctic": _gqa(32000, 56, 8, 128, num_dense_mlp_layers=35),
+}
+REST_NOTE = ("moeplan: vocabulary, attention shape, tied embeddings and hybrid-layer facts come from the "
+             "checkpoint's config.json as moeplan read it (the shared reference lists only the MoE numbers and "
+             "the dense MLP width, which is checked against it).")
+
 # Fields copied verbatim from the reference; the generator refuses to disagree with it
 # except through an explicit FIXES override.
 CHECKED = (
@@ -94,6 +165,7 @@ CHECKED = (
     "num_hidden_layers",
     "num_moe_layers",
     "expert_bias",
+    "dense_intermediate_size",
 )
 
 
@@ -152,8 +224,11 @@ def build(entry: dict) -> dict:
         "activation": activation_of(entry),
         "expert_bias": bool(entry["expert_bias"]),
         "quantization": quantization_of(entry),
+        "dense_intermediate_size": entry.get("dense_intermediate_size"),
+        **REST[alias],
     }
     notes = [entry["note"]] if entry.get("note") else []
+    notes.append(REST_NOTE)
     references = list(entry.get("source") or [])
     fix = FIXES.get(alias)
     if fix is not None:
@@ -162,7 +237,7 @@ def build(entry: dict) -> dict:
         notes.append(why)
     # Validate through the same code path the CLI uses, then emit the canonical form.
     spec: ModelSpec = spec_from_preset(preset, f"{alias}.json")
-    out = spec.to_preset_dict()
+    out = spec.to_dict()
     overridden = fix[0] if fix else {}
     for key in CHECKED:
         ref = entry[key]

@@ -1,0 +1,167 @@
+"""`moeplan report`: tuning tables as pictures, one PNG per table plus a markdown index.
+
+Reads the CSV a tuning run writes beside each table (see `moeplan.planner.parse_tuning_csv`:
+winner and default-heuristic times and the roofline floor per batch size M) and draws, per
+table, the time per batch size (tuned winner, the engine's default heuristic, the floor, and
+another folder's winner with `--vs`) on log-log axes, and the roofline fraction (floor / time)
+below it. matplotlib with the Agg backend (no display needed), imported only when drawing.
+
+Letters: M tokens in the batch of one MoE layer call (the tables' batch-size keys).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from moeplan.errors import MoeplanError
+from moeplan.planner import CsvPoint, parse_tuning_csv
+
+FIG_INCHES = (8.0, 7.0)
+DPI = 100  # so every PNG is 800 x 700 pixels
+PNG_SIZE = (int(FIG_INCHES[0] * DPI), int(FIG_INCHES[1] * DPI))
+
+
+class ChartError(MoeplanError):
+    """A folder without tables, or matplotlib missing."""
+
+
+@dataclass(frozen=True)
+class TableRun:
+    name: str  # the table's file name
+    points: dict[int, CsvPoint]
+    vs: Optional[dict[int, CsvPoint]] = None  # the same table in the --vs folder
+
+    @property
+    def card(self) -> str:
+        part = next((p for p in self.name.split(",") if p.startswith("device_name=")), "device_name=?")
+        return part.split("=", 1)[1].replace("_", " ").removesuffix(".json")
+
+    @property
+    def shape(self) -> str:
+        """'E=8,N=7168 bf16' from the file name."""
+        parts = self.name.removesuffix(".json").split(",")
+        rest = [p for p in parts if not p.startswith(("E=", "N=", "device_name="))]
+        dtype = ",".join(rest).replace("dtype=", "") or "bf16"
+        return f"{parts[0]}, {parts[1]}, {dtype}"
+
+
+def _read(csv_path: Path) -> Optional[dict[int, CsvPoint]]:
+    try:
+        return parse_tuning_csv(csv_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, MoeplanError):
+        return None
+
+
+def find_runs(folder: Path, vs: Optional[Path] = None) -> tuple[list[TableRun], list[str]]:
+    """Tables in `folder` with a readable CSV beside them; and the names of those without."""
+    if not folder.is_dir():
+        raise ChartError(f"report folder '{folder}' does not exist or is not a folder; give a folder of tuning "
+                         f"tables (*.json with their *.csv), e.g. tuned")
+    if vs is not None and not vs.is_dir():
+        raise ChartError(f"--vs '{vs}' does not exist or is not a folder; give another folder of tuning tables")
+    runs, skipped = [], []
+    for table in sorted(folder.glob("E=*.json")):
+        points = _read(table.with_suffix(".csv"))
+        if not points or not any(p.winner_us for p in points.values()):
+            skipped.append(table.name)
+            continue
+        other = _read((vs / table.name).with_suffix(".csv")) if vs is not None else None
+        runs.append(TableRun(table.name, points, other))
+    if not runs:
+        raise ChartError(f"no tuning table with its CSV in '{folder}' (looked for E=*.json with a .csv beside it"
+                         f"{'; without CSV: ' + ', '.join(skipped) if skipped else ''})")
+    return runs, skipped
+
+
+def draw(run: TableRun, png: Path, vs_label: str = "other") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    Ms = sorted(M for M, p in run.points.items() if p.winner_us)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=FIG_INCHES, dpi=DPI, sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 2]})
+    win = [run.points[M].winner_us for M in Ms]
+    top.plot(Ms, win, "o-", color="tab:blue", label="tuned winner")
+    dM = [M for M in Ms if run.points[M].default_us]
+    if dM:
+        top.plot(dM, [run.points[M].default_us for M in dM], "s--", color="tab:orange", label="default heuristic")
+    fM = [M for M in Ms if run.points[M].floor_us]
+    if fM:
+        top.plot(fM, [run.points[M].floor_us for M in fM], ":", color="gray", label="roofline floor")
+    if run.vs:
+        vM = [M for M in sorted(run.vs) if run.vs[M].winner_us]
+        top.plot(vM, [run.vs[M].winner_us for M in vM], "^-", color="tab:green", label=f"winner in {vs_label}")
+    top.set_xscale("log", base=2)
+    top.set_yscale("log")
+    top.set_ylabel("time per MoE layer call (µs)")
+    top.grid(True, which="both", alpha=0.3)
+    top.legend(loc="upper left", fontsize=9)
+    top.set_title(f"{run.name}\n{run.card}: tuned winner vs the default heuristic ({run.shape})", fontsize=9)
+    for label, times, style in (("tuned winner", {M: run.points[M].winner_us for M in Ms}, "o-"),
+                                ("default heuristic", {M: run.points[M].default_us for M in dM}, "s--")):
+        xs = [M for M in times if run.points[M].floor_us]
+        if xs:
+            bottom.plot(xs, [100 * run.points[M].floor_us / times[M] for M in xs], style, label=label,
+                        color="tab:blue" if style == "o-" else "tab:orange")
+    bottom.set_xscale("log", base=2)
+    fractions = [100 * run.points[M].floor_us / run.points[M].winner_us for M in fM]
+    bottom.set_ylim(0, max([105.0] + [f + 5 for f in fractions]))
+    bottom.set_ylabel("roofline fraction (floor / time, %)")
+    bottom.set_xlabel("batch size M (tokens)")
+    bottom.grid(True, which="both", alpha=0.3)
+    bottom.legend(loc="lower right", fontsize=9)
+    bottom.set_xticks(Ms)
+    bottom.set_xticklabels([str(M) for M in Ms], rotation=45, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=DPI)
+    plt.close(fig)
+
+
+def _fmt(v: Optional[float], spec: str = ".1f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def index_markdown(runs: list[TableRun], pngs: list[str], skipped: list[str], folder: Path,
+                   vs: Optional[Path]) -> str:
+    out = [f"# Tuning tables in `{folder}`", "",
+           "Times are the median of the `confirm` phase (else `screen`) in the CSV beside each table, in µs per "
+           "MoE layer call; floor = max(bytes / bandwidth, flops / peak) as the tuner computed it; "
+           "of roofline = floor / winner time." + (f" `vs` = the winner of the same table in `{vs}`." if vs else ""),
+           ""]
+    for run, png in zip(runs, pngs):
+        out += [f"## {run.name}", "", f"![{run.shape}]({png})", "",
+                "| M | winner us | default us | speed-up | floor us | of roofline |" + (" vs us |" if vs else ""),
+                "|---:|---:|---:|---:|---:|---:|" + ("---:|" if vs else "")]
+        for M in sorted(run.points):
+            p = run.points[M]
+            sp = p.default_us / p.winner_us if p.default_us and p.winner_us else None
+            roof = 100 * p.floor_us / p.winner_us if p.floor_us and p.winner_us else None
+            row = (f"| {M} | {_fmt(p.winner_us)} | {_fmt(p.default_us)} | {_fmt(sp, '.2f')}x | {_fmt(p.floor_us)} | "
+                   f"{_fmt(roof, '.0f')}% |")
+            if vs:
+                other = run.vs.get(M) if run.vs else None
+                row += f" {_fmt(other.winner_us if other else None)} |"
+            out.append(row)
+        out.append("")
+    if skipped:
+        out += ["Tables without a CSV beside them (nothing measured to draw): " + ", ".join(f"`{s}`" for s in skipped),
+                ""]
+    return "\n".join(out)
+
+
+def write_report(folder: Path, out: Path, vs: Optional[Path] = None) -> Path:
+    """Write one PNG per table and `index.md` into `out`; returns the index's path."""
+    runs, skipped = find_runs(folder, vs)
+    out.mkdir(parents=True, exist_ok=True)
+    pngs = []
+    for run in runs:
+        png = run.name.removesuffix(".json").replace("[", "").replace("]", "").replace(",", "_") + ".png"
+        draw(run, out / png, vs.name if vs else "other")
+        pngs.append(png)
+    index = out / "index.md"
+    index.write_text(index_markdown(runs, pngs, skipped, folder, vs), encoding="utf-8")
+    return index
