@@ -15,11 +15,13 @@ from moeplan.models import load_model
 from moeplan.parallel import Layout
 from moeplan.plan import QuantRequest, Resolution, resolve
 from moeplan.quant import parse_block_shape
+from moeplan.safeio import printable
 
 
 def error_line(message) -> str:
-    """The one stderr line every bad input gets."""
-    return "moeplan: error: " + " ".join(str(message).split())
+    """The one stderr line every bad input gets: whitespace runs become one space, and any
+    other control character in it (from user data) is escaped, never written raw."""
+    return "moeplan: error: " + printable(" ".join(str(message).split()))
 
 
 def one_line_errors(fn):
