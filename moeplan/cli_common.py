@@ -15,7 +15,7 @@ from moeplan.models import load_model
 from moeplan.parallel import Layout
 from moeplan.plan import QuantRequest, Resolution, resolve
 from moeplan.quant import parse_block_shape
-from moeplan.safeio import printable
+from moeplan.safeio import check_device_name, printable
 
 
 def error_line(message) -> str:
@@ -73,9 +73,9 @@ def local_device_name() -> Optional[str]:
     if out.returncode != 0 or not names:
         return None
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-    if visible.isdigit() and int(visible) < len(names):
-        return names[int(visible)]
-    return names[0]
+    name = names[int(visible)] if visible.isdigit() and int(visible) < len(names) else names[0]
+    # the GPU's own name passes the same grammar as --device-name
+    return check_device_name(name, "the local GPU's name (from nvidia-smi; pass --device-name)")
 
 
 def resolution_from_options(
@@ -93,12 +93,12 @@ def resolution_from_options(
     detect_device: bool = True,
 ) -> Resolution:
     """Build a Resolution from CLI option values; raises MoeplanError on bad input."""
+    if device_name is not None:
+        check_device_name(device_name)
     spec = load_model(model)
     layout = Layout(tp=tp, dp=dp, ep=ep, placement=placement, all2all_backend=all2all_backend)
     block = tuple(parse_block_shape(block_shape)) if block_shape is not None else None
     req = QuantRequest(dtype=dtype, block_shape=block, per_token=per_token, per_channel=per_channel)
-    if device_name is not None and not device_name.strip():
-        raise MoeplanError("--device-name '' is empty; pass a GPU name like 'NVIDIA H100 80GB HBM3'")
     if device_name is None and detect_device:
         device_name = local_device_name()
     return resolve(spec, layout, req, device_name)

@@ -31,7 +31,8 @@ MAX_BINARY_BYTES = 256 << 20  # captured routing ids (.pt/.npy)
 MAX_JSON_DEPTH = 32  # real config.json files nest 5 deep (compressed-tensors groups)
 MAX_PATH_CHARS = 4096  # PATH_MAX
 MAX_NAME_BYTES = 255  # one file-name component (NAME_MAX)
-MAX_DEVICE_NAME = 80  # the longest real GPU name is about 45 characters
+MAX_DEVICE_NAME = 80
+MAX_BATCH = 1 << 20  # tokens in one batch (resolve --batch-size, tune --batch-sizes)  # the longest real GPU name is about 45 characters
 
 # The device-name grammar: letters, digits, space and `_ . ( ) + -`, starting with a letter or
 # digit. It leaves out every character that changes the tuning-file grammar (`,` `=` `[` `]`),
