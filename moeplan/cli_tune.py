@@ -242,18 +242,29 @@ def show(path: str = typer.Argument(..., help="A tuning-table JSON file.")):
     from moeplan.errors import TableError
     from moeplan.kernel_config import KNOBS
     from moeplan.naming import parse_tuning_file_name
-    from moeplan.tables import load_table
+    from moeplan.report import user_text
+    from moeplan.safeio import check_path, shown
+    from moeplan.tables import parse_table, read_table_text, verify_table_text
 
+    check_path("FILE", path, "a tuning-table file")
     p = Path(path)
     if p.is_dir():
-        raise TableError(f"{path!r} is a folder; pass a tuning-table file (or use `moeplan verify` on a folder)")
-    table = load_table(p)
+        raise TableError(f"{shown(path)} is a folder; pass a tuning-table file (or use `moeplan verify` on a folder)")
+    text = read_table_text(p)
+    # The same checks as `verify --strict` (its byte format and file-name grammar apart): a table the
+    # engine's kernel cannot run is reported, never printed as if it were one.
+    problems = verify_table_text(p.name, text, check_name=False, within_engine=True)
+    if problems:
+        more = f" (and {len(problems) - 1} more; `moeplan verify` lists them all)" if len(problems) > 1 else ""
+        raise TableError(f"{shown(path)}: {problems[0]}{more}")
+    table = parse_table(text, shown(path))
     try:
         info = parse_tuning_file_name(p.name)
-        title = (f"{p.name}\nE={info['E']} N={info['N']} device={info['device']} dtype={info['dtype'] or '-'} "
-                 f"block_shape={info['block_shape'] or '-'} triton={table.triton_version or '-'}")
+        title = (f"{user_text(p.name)}\nE={info['E']} N={info['N']} device={info['device']} "
+                 f"dtype={info['dtype'] or '-'} block_shape={info['block_shape'] or '-'} "
+                 f"triton={user_text(table.triton_version or '-')}")
     except TableError:
-        title = f"{p.name} (not an engine file name) triton={table.triton_version or '-'}"
+        title = f"{user_text(p.name)} (not an engine file name) triton={user_text(table.triton_version or '-')}"
     t = Table(title=title, title_justify="left")
     t.add_column("batch", justify="right")
     for k in KNOBS:
@@ -269,9 +280,11 @@ def show(path: str = typer.Argument(..., help="A tuning-table JSON file.")):
 @one_line_errors
 def verify(
     folder: str = typer.Argument(..., help="A folder of tuning tables (*.json)."),
-    strict: bool = typer.Option(False, "--strict", help="Also require moeplan's exact byte format."),
+    strict: bool = typer.Option(False, "--strict", help="Also require every knob within what the engine's kernel "
+                                                        "runs, and moeplan's exact byte format."),
 ):
     """Check every table in a folder (name, keys, legal values, duplicates, order); non-zero exit on a problem."""
+    from moeplan.safeio import printable
     from moeplan.tables import verify_folder
 
     results = verify_folder(folder, strict)
@@ -280,9 +293,9 @@ def verify(
         if problems:
             bad += 1
             for pr in problems:
-                typer.echo(f"FAIL {name}: {pr}")
+                typer.echo(printable(f"FAIL {name}: {pr}"))
         else:
-            typer.echo(f"ok   {name}")
+            typer.echo(printable(f"ok   {name}"))
     typer.echo(f"{len(results)} table(s), {bad} with problems")
     if bad:
         raise typer.Exit(1)
