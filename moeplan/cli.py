@@ -42,6 +42,13 @@ except KeyboardInterrupt:
 class _OneLineErrors(TyperGroup):
     """Report usage and domain errors as one stderr line with exit code 2, never a traceback."""
 
+    def invoke(self, ctx):
+        # typer turns Ctrl-C into a silent exit 130; say so, as start-up does
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            _interrupted()
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         argv = list(sys.argv[1:] if args is None else args)
         try:

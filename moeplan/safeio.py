@@ -104,8 +104,8 @@ def check_path(option: str, value: Any, what: str = "a path", error=InputError) 
 
 def check_device_name(value: Any, option: str = "--device-name", error=InputError) -> str:
     """A GPU name as it goes into a tuning-file name (before normalisation)."""
-    if not isinstance(value, str) or not 1 <= len(value.strip()) <= MAX_DEVICE_NAME \
-            or not DEVICE_NAME_RE.fullmatch(value.strip()):
+    core = value.strip(" ") if isinstance(value, str) else ""  # spaces only: a newline or tab is refused
+    if not 1 <= len(core) <= MAX_DEVICE_NAME or not DEVICE_NAME_RE.fullmatch(core):
         raise error(f"{option} {shown(value)} is not a device name; valid: {DEVICE_NAME_RULE}, "
                     "e.g. 'NVIDIA H100 80GB HBM3'")
     return value
