@@ -18,10 +18,17 @@ from moeplan.quant import parse_block_shape
 from moeplan.safeio import check_device_name, printable
 
 
+MAX_ERROR_CHARS = 2000
+
+
 def error_line(message) -> str:
     """The one stderr line every bad input gets: whitespace runs become one space, and any
-    other control character in it (from user data) is escaped, never written raw."""
-    return "moeplan: error: " + printable(" ".join(str(message).split()))
+    other control character in it (from user data) is escaped, never written raw; a huge value
+    is cut in the middle, keeping the start that names it and the end that says what is valid."""
+    text = printable(" ".join(str(message).split()))
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[:MAX_ERROR_CHARS // 2] + " [...] " + text[-MAX_ERROR_CHARS // 4:]
+    return "moeplan: error: " + text
 
 
 def one_line_errors(fn):

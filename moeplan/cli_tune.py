@@ -17,12 +17,13 @@ import typer
 from moeplan.cli_common import (All2AllOpt, BlockOpt, DpOpt, DtypeOpt, EpOpt, ModelArg, PerChannelOpt, PerTokenOpt,
                                  PlacementOpt, TpOpt, one_line_errors)
 from moeplan.errors import TuneError
-from moeplan.safeio import MAX_BATCH, check_device_name, check_path, shown
+from moeplan.safeio import check_device_name, check_path, shown
 
 ENGINE_BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 1536, 2048, 3072, 4096)
 
 
 MAX_BATCH_SIZES = 64  # batch sizes per run (the engine tunes 18)
+MAX_TUNE_BATCH = 65536  # routing pools are drawn per batch size: (M, E) logits per draw
 MAX_SPACE = 100_000  # configs in a search space (the engine's has 1,920)
 MAX_GPU_INDEX = 1023
 MAX_SEED = 2**32 - 1
@@ -40,9 +41,9 @@ def parse_batch_sizes(text: Optional[str]) -> list[int]:
     parts = [p.strip() for p in text.split(",")]
     out = []
     for p in parts:
-        if not _UINT_RE.fullmatch(p) or not 1 <= int(p) <= MAX_BATCH:
+        if not _UINT_RE.fullmatch(p) or not 1 <= int(p) <= MAX_TUNE_BATCH:
             raise TuneError(f"--batch-sizes {shown(text)}: {shown(p)} is not a batch size; expected comma-separated "
-                            f"integers in 1..{MAX_BATCH} like 1,2,4,8")
+                            f"integers in 1..{MAX_TUNE_BATCH} like 1,2,4,8")
         out.append(int(p))
     if len(set(out)) > MAX_BATCH_SIZES:
         raise TuneError(f"--batch-sizes {shown(text)} lists {len(set(out))} sizes; the limit is {MAX_BATCH_SIZES}")
@@ -94,7 +95,13 @@ def load_space(path: str) -> list:
                 break
     if size > MAX_SPACE:
         raise TuneError(f"search space {shown(path)} holds over {MAX_SPACE:,} configs; the limit is {MAX_SPACE:,}")
-    return parse_search_space(text, shown(path))
+    configs = parse_search_space(text, shown(path))
+    from moeplan.tables import entry_problems
+    for i, cfg in enumerate(configs):  # a table `verify --strict` or `show` would refuse is never tuned
+        problems = entry_problems(cfg.to_dict(), strict=True)
+        if problems:
+            raise TuneError(f"search space {shown(path)}: config {i} ({cfg.short()}): {problems[0]}")
+    return configs
 
 
 def _writable_folder(option: str, path: Path) -> None:

@@ -544,7 +544,7 @@ def _activation(value: Any, key: str, source: str) -> str:
         return "silu"
     if name.startswith("gelu"):
         return "gelu"
-    raise _fail(f"'{source}': {key}={value!r} is not a supported expert activation (valid: silu/swish, gelu*)")
+    raise _fail(f"'{source}': {key}={safeio.shown(value)} is not a supported expert activation (valid: silu/swish, gelu*)")
 
 
 def _family_of(arch: Optional[str], model_types: list[str], body: dict) -> Optional[str]:
@@ -697,7 +697,7 @@ def model_from_config(cfg: dict, source: str) -> ModelSpec:
             step = f.opt_pos("decoder_sparse_step", 1, "MoE layer interval")
             dense = body.get("mlp_only_layers") or []
             if not isinstance(dense, list):
-                raise _fail(f"'{source}': {prefix}mlp_only_layers={dense!r} must be a list of layer indices")
+                raise _fail(f"'{source}': {prefix}mlp_only_layers={safeio.shown(dense)} must be a list of layer indices")
             dense = {i for i in dense if _is_int(i)}
             moe_layers = _count(L, lambda i: i not in dense and (i + 1) % step == 0)
         elif family == "jamba":
@@ -912,7 +912,10 @@ def load_model(ref: "str | os.PathLike[str]") -> ModelSpec:
     if not isinstance(text, str) or not text.strip():
         raise _fail(f"empty model reference {text!r}: give a preset alias/repo id or a path to a config.json")
     safeio.check_path("model", text, "a preset alias/repo id or a path to a config.json", ModelError)
-    p = Path(text).expanduser()
+    try:
+        p = Path(text).expanduser()
+    except RuntimeError:  # `~user` naming no user
+        p = Path(text)
     if p.exists():
         if p.is_dir() and not (p / "config.json").exists():
             try:

@@ -66,7 +66,7 @@ def parse_table(text: str, source: str = "<table>") -> TuningTable:
         raise TableError(f"{source}: expected a JSON object of batch size -> config, got {type(obj).__name__}")
     version = obj.pop("triton_version", None)
     if version is not None and not isinstance(version, str):
-        raise TableError(f"{source}: triton_version {version!r} is not a string")
+        raise TableError(f"{source}: triton_version {safeio.shown(version)} is not a string")
     entries: dict[int, KernelConfig] = {}
     for key, cfg in obj.items():
         try:

@@ -81,6 +81,9 @@ def _write_files(d: Path) -> None:
     js("cfg_q_block.json", _tiny(quantization_config={"quant_method": "fp8", "weight_block_size": [128, 0]}))
     js("cfg_q_algo.json", _tiny(quantization_config={"quant_method": "modelopt", "quant_algo": "W4A8_AWQ"}))
     js("cfg_markup.json", _tiny(num_local_experts="[bold red]8[/bold red]"))
+    js("cfg_act.json", _tiny(hidden_act={"name": "x" * 100_000}))
+    js("cfg_mlp_only.json", dict(_tiny(architectures=["Qwen3MoeForCausalLM"], model_type="qwen3_moe",
+                                       num_experts=4, moe_intermediate_size=32), mlp_only_layers="all"))
     # tuning tables
     js("t_bm3.json", {"1": dict(GOOD_ENTRY, BLOCK_SIZE_M=3)})
     js("t_huge_bm.json", {"1": dict(GOOD_ENTRY, BLOCK_SIZE_M=2**40)})
@@ -111,6 +114,8 @@ def _write_files(d: Path) -> None:
     js("s_object_unknown.json", {"BLOCK_SIZE_X": [16]})
     js("s_object_empty_list.json", dict({k: [v] for k, v in GOOD_ENTRY.items()}, num_warps=[]))
     js("s_string.json", "BLOCK_SIZE_M=16")
+    js("s_huge_bm.json", [dict(GOOD_ENTRY, BLOCK_SIZE_M=2**40)])  # a power of two, far outside the engine
+    js("s_stages.json", {**{k: [v] for k, v in GOOD_ENTRY.items()}, "num_stages": [3, 9]})
     (d / "s_nan.json").write_text(json.dumps([GOOD_ENTRY]).replace("16", "NaN", 1))
     # captured routing ids (TINY: 4 experts, top-2)
     js("r_range.json", [[0, 9], [1, 2]])
@@ -175,12 +180,14 @@ BAD_CONFIGS = [
     ("cfg_q_ct_groups.json", "config_groups=['group_0']"), ("cfg_q_ct_weights.json", "config_groups.group_0"),
     ("cfg_q_ct_bits.json", "num_bits=3"), ("cfg_q_gptq_bits.json", "bits=2"),
     ("cfg_q_block.json", "weight_block_size=[128, 0]"), ("cfg_q_algo.json", "quant_algo='W4A8_AWQ'"),
-    ("cfg_markup.json", "[bold red]8[/bold red]"),
+    ("cfg_markup.json", "[bold red]8[/bold red]"), ("cfg_act.json", "hidden_act="),
+    ("cfg_mlp_only.json", "mlp_only_layers='all'"),
 ]
 BAD_MODEL_REFS = [("", "empty model reference"), ("   ", "empty model reference"), ("no-such-model", "no-such-model"),
                   ("\x1b[31mred", "\\x1b[31mred"), ("a\x00b", "a\\x00b"), ("x" * 5000, "xxxx"),
                   ("[bold]nope[/bold]", "[bold]nope[/bold]"), ("/etc/passwd", "/etc/passwd"),
-                  ("folder", "no config.json")]
+                  ("folder", "no config.json"), ("~no-such-user/config.json", "~no-such-user"),
+                  ("\udcff.json", "\\udcff")]
 BAD_DEVICE_NAMES = [",dtype=fp8_w8a8", "H100,dtype=fp8_w8a8", "a=b", "NVIDIA/H100", "[red]H100[/red]",
                     "H100]", "\x1b[2JH100", "H100\n", "H100\t", "A" * 300, "", " ", "_H100", "NVIDIA H100\u202e",
                     "Ｈ100", "H100;rm -rf"]
@@ -263,6 +270,8 @@ TUNE += [_case("tune", _tune(*opts), n) for opts, n in [
     (["--search-space", "s_entry_int.json"], "entry 0"), (["--search-space", "s_missing.json"], "BLOCK_SIZE_N"),
     (["--search-space", "s_bm3.json"], "BLOCK_SIZE_M=3"), (["--search-space", "s_object_unknown.json"], "BLOCK_SIZE_X"),
     (["--search-space", "s_object_empty_list.json"], "num_warps"), (["--search-space", "s_string.json"], "str"),
+    (["--search-space", "s_huge_bm.json"], "BLOCK_SIZE_M=1099511627776"),
+    (["--search-space", "s_stages.json"], "num_stages=9"), (["--batch-sizes", "65537"], "'65537'"),
     (["--strategy", "slow"], "'slow'"), (["--strategy", ""], "''"), (["--strategy", "[b]x"], "'[b]x'"),
     (["--out", ""], "--out ''"), (["--out", "binary.json"], "binary.json"), (["--out", "binary.json/sub"], "binary.json"),
     (["--out", "a\x00b"], "a\\x00b"), (["--out", "x" * 5000], "too long"), (["--out", "o/" + "n" * 300], "255 bytes"),
