@@ -15,7 +15,7 @@ from moeplan.models import load_model
 from moeplan.parallel import Layout
 from moeplan.plan import QuantRequest, Resolution, resolve
 from moeplan.quant import parse_block_shape
-from moeplan.safeio import check_device_name, printable
+from moeplan.safeio import check_device_name, printable, shown
 
 
 MAX_ERROR_CHARS = 2000
@@ -32,7 +32,9 @@ def error_line(message) -> str:
 
 
 def one_line_errors(fn):
-    """Turn a command's MoeplanError into `error_line` on stderr and its exit code (2)."""
+    """Turn a command's MoeplanError into `error_line` on stderr and its exit code (2). An OSError
+    the input layer did not foresee (a path the file system refuses) is one line too, never a
+    traceback."""
 
     @functools.wraps(fn)
     def wrapper(*a, **kw):
@@ -41,6 +43,10 @@ def one_line_errors(fn):
         except MoeplanError as e:
             typer.echo(error_line(e), err=True)
             raise typer.Exit(e.exit_code)
+        except OSError as e:
+            where = f"{shown(os.fsdecode(e.filename))}: " if e.filename is not None else ""
+            typer.echo(error_line(f"{where}{e.strerror or e}"), err=True)
+            raise typer.Exit(2)
 
     return wrapper
 

@@ -96,6 +96,8 @@ def check_text(option: str, value: Any, what: str, max_chars: int = MAX_PATH_CHA
 def check_path(option: str, value: Any, what: str = "a path", error=InputError) -> str:
     """A path: `check_text`, and every component short enough to be a file name."""
     check_text(option, value, what, MAX_PATH_CHARS, error)
+    if len(value.encode("utf-8", "surrogateescape")) >= MAX_PATH_CHARS:
+        raise error(f"{option} {shown(value)} is too long (at most {MAX_PATH_CHARS - 1} bytes)")
     for part in value.split("/"):
         if len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
             raise error(f"{option} {shown(value)} has a name longer than {MAX_NAME_BYTES} bytes")

@@ -187,7 +187,7 @@ BAD_MODEL_REFS = [("", "empty model reference"), ("   ", "empty model reference"
                   ("\x1b[31mred", "\\x1b[31mred"), ("a\x00b", "a\\x00b"), ("x" * 5000, "xxxx"),
                   ("[bold]nope[/bold]", "[bold]nope[/bold]"), ("/etc/passwd", "/etc/passwd"),
                   ("folder", "no config.json"), ("~no-such-user/config.json", "~no-such-user"),
-                  ("\udcff.json", "\\udcff")]
+                  ("\udcff.json", "\\udcff"), ("/".join(["é" * 100] * 40), "too long")]
 BAD_DEVICE_NAMES = [",dtype=fp8_w8a8", "H100,dtype=fp8_w8a8", "a=b", "NVIDIA/H100", "[red]H100[/red]",
                     "H100]", "\x1b[2JH100", "H100\n", "H100\t", "A" * 300, "", " ", "_H100", "NVIDIA H100\u202e",
                     "Ｈ100", "H100;rm -rf"]
@@ -238,7 +238,7 @@ SHOW += [_case("show", ["show", f], n) for f, n in [
     ("t_missing_knob.json", "num_warps"), ("t_extra_knob.json", "waves"), ("t_bool_knob.json", "num_warps=True"),
     ("t_float_knob.json", "BLOCK_SIZE_N=64.0"), ("t_version_int.json", "triton_version 3"),
     ("[bold]t_markup.json", "[bold]t_markup.json"), ("t_esc\x1b[2J.json", "t_esc\\x1b[2J.json"),
-    ("x" * 300 + ".json", "xxxx"),
+    ("x" * 300 + ".json", "xxxx"), ("/".join(["é" * 100] * 40), "too long"),
 ]]
 
 VERIFY = [_case("verify", ["verify", *opts], n) for opts, n in [
