@@ -7,6 +7,7 @@ Imports neither torch nor triton.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -160,6 +161,7 @@ def _pow2(v: int) -> bool:
     return v >= 1 and (v & (v - 1)) == 0
 
 
+@functools.lru_cache(maxsize=1)
 def engine_limits() -> dict[str, tuple[int, int]]:
     """(lowest, highest) value of each knob the engine's kernel runs, over every engine profile.
 

@@ -204,6 +204,8 @@ LAYOUT = [  # (options, needle) shared by resolve and tune
     (["--dtype", "fp8_w8a8", "--block-shape", ""], "''"),
     (["--dtype", "fp8_w8a8", "--block-shape", "-1,-1"], "-1"),
     (["--dtype", "fp8_w8a8", "--block-shape", "[,]"], "'[,]'"),
+    (["--dtype", "fp8_w8a8", "--block-shape", "²,1"], "'²,1'"),
+    (["--dtype", "fp8_w8a8", "--block-shape", "1" + "0" * 20 + ",128"], "1" + "0" * 20),
     (["--dtype", "bf16", "--per-token"], "--per-token"),
 ]
 
