@@ -86,7 +86,8 @@ def local_device_name() -> Optional[str]:
     if out.returncode != 0 or not names:
         return None
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-    name = names[int(visible)] if visible.isdigit() and int(visible) < len(names) else names[0]
+    index = int(visible) if visible.isascii() and visible.isdigit() and len(visible) < 5 else None
+    name = names[index] if index is not None and index < len(names) else names[0]
     # the GPU's own name passes the same grammar as --device-name
     return check_device_name(name, "the local GPU's name (from nvidia-smi; pass --device-name)")
 

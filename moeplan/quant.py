@@ -555,7 +555,7 @@ def parse_block_shape(text: str) -> list[int]:
     if raw.startswith("[") and raw.endswith("]"):
         raw = raw[1:-1]
     parts = [p.strip() for p in raw.split(",")]
-    # ASCII digits only (str.isdigit() also takes '²'), and a size no layer has: 1..2^20
+    # ASCII digits only (str.isdigit() also takes '²'), each entry in 0..2^20
     if len(parts) != 2 or not all(re.fullmatch(r"-?[0-9]{1,8}", p) for p in parts):
         raise QuantError(f"block shape {shown(text)} is malformed; expected two integers like 128,128 "
                          "(or 0,G for a group size)")
