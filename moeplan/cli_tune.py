@@ -193,10 +193,6 @@ def tune(
     if missing:
         raise TuneError(f"moeplan tune needs {' and '.join(missing)} (not installed); "
                         "install the kernel extra: pip install -e '.[kernels]'")
-    from moeplan.tune.space import engine_space, load_search_space
-    from moeplan.tune.search import STRATEGIES
-    from moeplan.tune.routing import parse_routing
-
     from moeplan import safeio
     from moeplan.tune.space import engine_space
     from moeplan.tune.search import STRATEGIES
