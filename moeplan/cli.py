@@ -6,38 +6,63 @@ Nothing on the `resolve`/`models` path imports torch or triton.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-from typing import List, Optional
 
-import typer
-from typer.core import TyperGroup
 
-try:  # typer >= 0.20 vendors click; older typer uses the click package
-    from typer._click import exceptions as cx
-    from typer._click import echo
-except ImportError:  # pragma: no cover - depends on the installed typer
-    from click import echo
-    from click import exceptions as cx
+def _interrupted(*_):
+    """Ctrl-C anywhere, start-up included: one line and the shell's code for SIGINT."""
+    sys.stderr.write("moeplan: interrupted\n")
+    sys.stderr.flush()
+    raise SystemExit(130)
 
-from moeplan.cli_common import (All2AllOpt, BlockOpt, DpOpt, DtypeOpt, EngineOpt, EpOpt, ModelArg, PerChannelOpt,
-                                 PerTokenOpt, PlacementOpt, TpOpt, engine_choice, error_line, one_line_errors)
-from moeplan.errors import MoeplanError
+
+try:  # start-up (typer, rich, click) takes most of a short run: Ctrl-C here is reported too
+    import json
+    import os
+    from typing import List, Optional
+
+    import typer
+    from typer.core import TyperGroup
+
+    try:  # typer >= 0.20 vendors click; older typer uses the click package
+        from typer._click import exceptions as cx
+        from typer._click import echo
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        from click import echo
+        from click import exceptions as cx
+
+    from moeplan.cli_common import (All2AllOpt, BlockOpt, DpOpt, DtypeOpt, EngineOpt, EpOpt, ModelArg, PerChannelOpt,
+                                     PerTokenOpt, PlacementOpt, TpOpt, engine_choice, error_line, one_line_errors)
+    from moeplan.errors import MoeplanError
+    from moeplan.safeio import MAX_BATCH, check_int, check_path, shown
+except KeyboardInterrupt:
+    _interrupted()
 
 
 class _OneLineErrors(TyperGroup):
     """Report usage and domain errors as one stderr line with exit code 2, never a traceback."""
 
+    def invoke(self, ctx):
+        # typer turns Ctrl-C into a silent exit 130; say so, as start-up does
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            _interrupted()
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        argv = list(sys.argv[1:] if args is None else args)
         try:
             rv = super().main(args=args, prog_name=prog_name or "moeplan", complete_var=complete_var,
                               standalone_mode=False, **extra)
+        except KeyboardInterrupt:
+            _interrupted()
         except MoeplanError as e:
             _fail(str(e), e.exit_code)
         except cx.NoArgsIsHelpError as e:
             echo(e.ctx.get_help())
             sys.exit(0)
+        except cx.BadParameter as e:
+            _fail(_with_value(e, argv))
         except cx.UsageError as e:
             _fail(e.format_message())
         except cx.ClickException as e:
@@ -48,6 +73,22 @@ class _OneLineErrors(TyperGroup):
         if isinstance(rv, int):
             sys.exit(rv)
         sys.exit(0)
+
+
+def _with_value(e, argv: list) -> str:
+    """A bad option value's message with the value itself (`--tp abc`): click names only the option."""
+    message = e.format_message()
+    opts = getattr(e.param, "opts", None) or []
+    value = None
+    for i, a in enumerate(argv):
+        for o in opts:
+            if a == o and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif o.startswith("--") and a.startswith(o + "="):
+                value = a[len(o) + 1:]
+    if value is not None and repr(value) not in message:
+        message = f"{message} (got {shown(value)})"
+    return message
 
 
 def _fail(message: str, code: int = 2):
@@ -87,13 +128,16 @@ def resolve(
     from moeplan.cli_common import resolution_from_options
     from moeplan import report
 
-    if batch_size is not None and batch_size < 1:
-        raise MoeplanError(f"--batch-size {batch_size} is invalid; expected an integer >= 1")
+    if batch_size is not None:
+        check_int("--batch-size", batch_size, 1, MAX_BATCH)
+    for d in tuned_dir:
+        check_path("--tuned-dir", d, "a folder of tuning tables")
     res = resolution_from_options(model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel,
                                   device_name, all2all_backend)
     choice = engine_choice(engine)
     if engine_configs is not None:
-        if not engine_configs.strip() or not os.path.isdir(engine_configs):
+        check_path("--engine-configs", engine_configs, "the engine's configs folder")
+        if not os.path.isdir(engine_configs):
             raise MoeplanError(f"--engine-configs {engine_configs!r} is not a folder; pass the engine's configs folder "
                                "(.../vllm/model_executor/layers/fused_moe/configs)")
         engine_dir, why = engine_configs, "--engine-configs"
@@ -134,13 +178,19 @@ def _register_tuner() -> None:
     cli_tune.register(app)
 
 
-_register_tuner()
-__import__("moeplan.cli_fleet").cli_fleet.register(app)  # matrix, diff
-__import__("moeplan.cli_plan").cli_plan.register(app)  # plan, report
+try:
+    _register_tuner()
+    __import__("moeplan.cli_fleet").cli_fleet.register(app)  # matrix, diff
+    __import__("moeplan.cli_plan").cli_plan.register(app)  # plan, report
+except KeyboardInterrupt:
+    _interrupted()
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        _interrupted()
 
 
 if __name__ == "__main__":

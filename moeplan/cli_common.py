@@ -15,15 +15,26 @@ from moeplan.models import load_model
 from moeplan.parallel import Layout
 from moeplan.plan import QuantRequest, Resolution, resolve
 from moeplan.quant import parse_block_shape
+from moeplan.safeio import check_device_name, printable, shown
+
+
+MAX_ERROR_CHARS = 2000
 
 
 def error_line(message) -> str:
-    """The one stderr line every bad input gets."""
-    return "moeplan: error: " + " ".join(str(message).split())
+    """The one stderr line every bad input gets: whitespace runs become one space, and any
+    other control character in it (from user data) is escaped, never written raw; a huge value
+    is cut in the middle, keeping the start that names it and the end that says what is valid."""
+    text = printable(" ".join(str(message).split()))
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[:MAX_ERROR_CHARS // 2] + " [...] " + text[-MAX_ERROR_CHARS // 4:]
+    return "moeplan: error: " + text
 
 
 def one_line_errors(fn):
-    """Turn a command's MoeplanError into `error_line` on stderr and its exit code (2)."""
+    """Turn a command's MoeplanError into `error_line` on stderr and its exit code (2). An OSError
+    the input layer did not foresee (a path the file system refuses) is one line too, never a
+    traceback."""
 
     @functools.wraps(fn)
     def wrapper(*a, **kw):
@@ -32,6 +43,10 @@ def one_line_errors(fn):
         except MoeplanError as e:
             typer.echo(error_line(e), err=True)
             raise typer.Exit(e.exit_code)
+        except OSError as e:
+            where = f"{shown(os.fsdecode(e.filename))}: " if e.filename is not None else ""
+            typer.echo(error_line(f"{where}{e.strerror or e}"), err=True)
+            raise typer.Exit(2)
 
     return wrapper
 
@@ -84,9 +99,10 @@ def local_device_name() -> Optional[str]:
     if out.returncode != 0 or not names:
         return None
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-    if visible.isdigit() and int(visible) < len(names):
-        return names[int(visible)]
-    return names[0]
+    index = int(visible) if visible.isascii() and visible.isdigit() and len(visible) < 5 else None
+    name = names[index] if index is not None and index < len(names) else names[0]
+    # the GPU's own name passes the same grammar as --device-name
+    return check_device_name(name, "the local GPU's name (from nvidia-smi; pass --device-name)")
 
 
 def resolution_from_options(
@@ -104,12 +120,12 @@ def resolution_from_options(
     detect_device: bool = True,
 ) -> Resolution:
     """Build a Resolution from CLI option values; raises MoeplanError on bad input."""
+    if device_name is not None:
+        check_device_name(device_name)
     spec = load_model(model)
     layout = Layout(tp=tp, dp=dp, ep=ep, placement=placement, all2all_backend=all2all_backend)
     block = tuple(parse_block_shape(block_shape)) if block_shape is not None else None
     req = QuantRequest(dtype=dtype, block_shape=block, per_token=per_token, per_channel=per_channel)
-    if device_name is not None and not device_name.strip():
-        raise MoeplanError("--device-name '' is empty; pass a GPU name like 'NVIDIA H100 80GB HBM3'")
     if device_name is None and detect_device:
         device_name = local_device_name()
     return resolve(spec, layout, req, device_name)

@@ -8,6 +8,7 @@ commands behave the same on any typer app.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -18,8 +19,19 @@ from moeplan.cli_common import (All2AllOpt, BlockOpt, DpOpt, DtypeOpt, EngineOpt
 from moeplan.engine import ENGINE_BATCH_SIZES
 from moeplan.errors import TuneError
 from moeplan.paths import DEFAULT_OUT
+from moeplan.safeio import check_device_name, check_path, shown
 
-MAX_BATCH = 1 << 20
+MAX_BATCH_SIZES = 64  # batch sizes per run (the engine tunes 18)
+MAX_TUNE_BATCH = 65536  # routing pools are drawn per batch size: (M, E) logits per draw
+MAX_SPACE = 100_000  # configs in a search space (the engine's has 1,920)
+MAX_GPU_INDEX = 1023
+MAX_SEED = 2**32 - 1
+MAX_POINT_TIMEOUT_S = 86_400.0
+MAX_RESTART_EVERY = 1_000_000
+MAX_COMPILE_THREADS = 256
+INTERPRETER_DEVICE = "cpu_interpreter"  # the only device name an --interpret run writes
+
+_UINT_RE = re.compile(r"[0-9]{1,9}")  # ASCII digits only: str.isdigit() also takes '²'
 
 
 def parse_batch_sizes(text: Optional[str]) -> list[int]:
@@ -28,42 +40,126 @@ def parse_batch_sizes(text: Optional[str]) -> list[int]:
     parts = [p.strip() for p in text.split(",")]
     out = []
     for p in parts:
-        if not p.isdigit() or int(p) < 1 or int(p) > MAX_BATCH:
-            raise TuneError(f"--batch-sizes {text!r}: {p!r} is not a batch size; expected comma-separated "
-                            f"integers in 1..{MAX_BATCH} like 1,2,4,8")
+        if not _UINT_RE.fullmatch(p) or not 1 <= int(p) <= MAX_TUNE_BATCH:
+            raise TuneError(f"--batch-sizes {shown(text)}: {shown(p)} is not a batch size; expected comma-separated "
+                            f"integers in 1..{MAX_TUNE_BATCH} like 1,2,4,8")
         out.append(int(p))
+    if len(set(out)) > MAX_BATCH_SIZES:
+        raise TuneError(f"--batch-sizes {shown(text)} lists {len(set(out))} sizes; the limit is {MAX_BATCH_SIZES}")
     return sorted(set(out))
+
+
+def parse_gpu_indices(text: str) -> Optional[list[int]]:
+    """`all` (None) or distinct indices in 0..MAX_GPU_INDEX, in the given order; no GPU needed."""
+    if not isinstance(text, str) or text.strip().lower() == "all":
+        return None
+    out = []
+    for p in (x.strip() for x in text.split(",")):
+        if not _UINT_RE.fullmatch(p) or int(p) > MAX_GPU_INDEX:
+            raise TuneError(f"--gpus {shown(text)}: {shown(p)} is not a GPU index; expected 'all' or indices "
+                            f"in 0..{MAX_GPU_INDEX} like 0,1")
+        if int(p) not in out:
+            out.append(int(p))
+    return out
 
 
 def parse_gpus(text: str, count: int) -> list[int]:
     if count < 1:
         raise TuneError("no CUDA GPU is visible; tuning needs one (or --interpret, Triton's CPU interpreter, "
                         "for tests)")
-    if text.strip().lower() == "all":
+    wanted = parse_gpu_indices(text)
+    if wanted is None:
         return list(range(count))
-    out = []
-    for p in (x.strip() for x in text.split(",")):
-        if not p.isdigit():
-            raise TuneError(f"--gpus {text!r}: {p!r} is not a GPU index; expected 'all' or indices like 0,1")
-        i = int(p)
+    for i in wanted:
         if i >= count:
-            raise TuneError(f"--gpus {text!r}: there is no GPU {i}; visible GPUs: {', '.join(map(str, range(count)))}")
-        if i not in out:
-            out.append(i)
-    if not out:
-        raise TuneError(f"--gpus {text!r} names no GPU; expected 'all' or indices like 0,1")
-    return out
+            raise TuneError(f"--gpus {shown(text)}: there is no GPU {i}; visible GPUs: "
+                            f"{', '.join(map(str, range(count)))}")
+    return wanted
 
 
-def _out_dir(path: str) -> Path:
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise TuneError(f"--out {path!r} is a file; pass a folder for the tables")
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise TuneError(f"--out {path!r}: cannot create the folder ({e.strerror or e})") from None
-    return p
+def load_space(path: str) -> list:
+    """A --search-space file through the input layer: capped, UTF-8, depth-limited JSON whose size
+    (a list's length, an object's Cartesian product) is checked before any config is built."""
+    from moeplan import safeio
+    from moeplan.tune.space import parse_search_space
+
+    check_path("--search-space", path, "a JSON file of kernel configs")
+    text = safeio.read_text(path, "search space", safeio.MAX_JSON_BYTES, TuneError)
+    obj = safeio.parse_json(text, f"search space {shown(path)}", TuneError)
+    size = len(obj) if isinstance(obj, list) else 1
+    if isinstance(obj, dict):
+        for v in obj.values():
+            size *= len(v) if isinstance(v, list) else 1
+            if size > MAX_SPACE:
+                break
+    if size > MAX_SPACE:
+        raise TuneError(f"search space {shown(path)} holds over {MAX_SPACE:,} configs; the limit is {MAX_SPACE:,}")
+    configs = parse_search_space(text, shown(path))
+    from moeplan.tables import entry_problems
+    for i, cfg in enumerate(configs):  # a table `verify --strict` or `show` would refuse is never tuned
+        problems = entry_problems(cfg.to_dict(), strict=True)
+        if problems:
+            raise TuneError(f"search space {shown(path)}: config {i} ({cfg.short()}): {problems[0]}")
+    return configs
+
+
+def _writable_folder(option: str, path: Path) -> None:
+    """`path` is, or can be created as, a folder this process writes into (nothing is created)."""
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise TuneError(f"{option} {shown(str(path))} is a file; pass a folder for the tables")
+        probe = path
+    else:
+        probe = path.parent
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise TuneError(f"{option} {shown(str(path))}: {shown(str(probe))} is a file, so the folder cannot "
+                            "be created")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise TuneError(f"{option} {shown(str(path))}: no permission to write in {shown(str(probe))}; "
+                        "pass a folder you can write to")
+
+
+def _check_job_paths(job) -> None:
+    """What a job will write must not already be something else (a folder where a file goes...)."""
+    if len(job.ckpt.folder.name.encode()) > 255:
+        raise TuneError(f"{job.spec.file_name}: the checkpoint folder name is too long for the file system")
+    for p, kind in ((job.path, "file"), (job.csv_path, "file"), (job.ckpt.folder.parent, "folder"),
+                    (job.ckpt.folder, "folder")):
+        if p.exists() and (p.is_dir() if kind == "file" else not p.is_dir()):
+            raise TuneError(f"{shown(str(p))} is a {'folder' if kind == 'file' else 'file'}; this run writes a "
+                            f"{kind} there: move it away or pass another --out")
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """The folders that creating `path` would create, outermost first."""
+    out = []
+    while not path.exists() and path != path.parent:
+        out.append(path)
+        path = path.parent
+    return out[::-1]
+
+
+def _clean_up(created: list[Path], jobs, existed: set) -> None:
+    """Remove what a failed run created: its new checkpoint folders, then its new folders if empty."""
+    import shutil
+
+    for j in jobs:
+        j.ckpt.close()
+        if j.ckpt.folder not in existed and j.ckpt.folder.is_dir():
+            shutil.rmtree(j.ckpt.folder, ignore_errors=True)
+    from moeplan.tune.lock import lock_path
+    for j in jobs:  # released locks stay as empty files: remove the ones this run made
+        lock = Path(lock_path(j.opts.out_dir, j.spec.file_name))
+        if lock not in existed:
+            lock.unlink(missing_ok=True)
+    roots = sorted({j.ckpt.folder.parent for j in jobs} - existed)
+    for d in roots + list(reversed(created)):
+        try:
+            d.rmdir()  # only when empty: never anything a user put there
+        except OSError:
+            pass
 
 
 @one_line_errors
@@ -86,7 +182,7 @@ def tune(
     out: str = typer.Option(DEFAULT_OUT, "--out", help="Output folder for tables, CSVs and the checkpoint (default: ./tuned, the first folder `resolve` looks in)."),
     gpus: str = typer.Option("all", "--gpus", help="GPU indices, e.g. 0,1, or all (one worker process per GPU)."),
     routing: str = typer.Option("uniform", "--routing", help="uniform | zipf:S | FILE of captured topk ids (.pt/.npy/.json, tokens x topk)."),
-    interpret: bool = typer.Option(False, "--interpret", help="Run in Triton's CPU interpreter (tests only: tiny shapes, meaningless times)."),
+    interpret: bool = typer.Option(False, "--interpret", help="Run in Triton's CPU interpreter (tests only: tiny shapes, meaningless times). Its tables are named device_name=cpu_interpreter; --device-name is refused."),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore (delete) this job's checkpoint and start over."),
     force: bool = typer.Option(False, "--force", help="Replace an existing table instead of merging into it or refusing."),
     seed: int = typer.Option(0, "--seed", help="Seed of weights, inputs and routing draws."),
@@ -105,52 +201,69 @@ def tune(
     if missing:
         raise TuneError(f"moeplan tune needs {' and '.join(missing)} (not installed); "
                         "install the kernel extra: pip install -e '.[kernels]'")
-    from moeplan.tune.space import engine_space, load_search_space
+    from moeplan import safeio
+    from moeplan.tune.space import engine_space
     from moeplan.tune.search import STRATEGIES
-    from moeplan.tune.routing import parse_routing
+    from moeplan.tune.routing import load_captured_ids, parse_routing
 
+    # 1. Every option on its own, before the file system, the GPU or the kernel is touched.
+    if interpret and device_name is not None:
+        raise TuneError(f"--device-name {shown(device_name)} cannot be used with --interpret: interpreter timings "
+                        f"say nothing about a GPU, so its tables are always named "
+                        f"device_name={INTERPRETER_DEVICE}; drop --device-name")
+    if device_name is not None:
+        check_device_name(device_name)
     sizes = parse_batch_sizes(batch_sizes)
     if strategy not in STRATEGIES:
-        raise TuneError(f"--strategy {strategy!r} is unknown; valid: {', '.join(STRATEGIES)}")
+        raise TuneError(f"--strategy {shown(strategy)} is unknown; valid: {', '.join(STRATEGIES)}")
     if (model is None) == (matrix is None):
         raise TuneError("pass a MODEL or --matrix FILE (one of them)")
     if shard is not None and matrix is None:
-        raise TuneError(f"--shard {shard!r} needs --matrix FILE")
+        raise TuneError(f"--shard {shown(shard)} needs --matrix FILE")
+    safeio.check_text("--routing", routing, "uniform, zipf:S or a file of captured topk ids", error=TuneError)
+    route = parse_routing(routing)
+    safeio.check_int("--seed", seed, 0, MAX_SEED, TuneError)
+    safeio.check_float("--point-timeout", point_timeout, 0, MAX_POINT_TIMEOUT_S, TuneError)
+    safeio.check_int("--restart-every", restart_every, 0, MAX_RESTART_EVERY, TuneError)
+    if compile_threads is not None:
+        safeio.check_int("--compile-threads", compile_threads, 0, MAX_COMPILE_THREADS, TuneError)
+    parse_gpu_indices(gpus)
+    check_path("--out", out, "a folder for the tables")
+    out_path = Path(out)
+    _writable_folder("--out", out_path)
     fleet = None
     if matrix is not None:  # the tables come from the matrix file (moeplan.cli_fleet); exits when none is to do
         from moeplan.cli_fleet import MatrixRun
         fleet = MatrixRun.plan(matrix, shard, out, force, engine)
         sizes = sizes if batch_sizes is not None or not fleet.batch_sizes else list(fleet.batch_sizes)
         engine = engine if engine is not None else fleet.engine  # the matrix's profile unless --engine says
-    from moeplan.tune.backends import make_backend
     choice = engine_choice(engine)
     profile = choice.profile
-    configs = load_search_space(search_space) if search_space is not None else engine_space(profile)
-    space_source = search_space or f"engine profile {profile.name} ({len(configs)} configs)"
-    route = parse_routing(routing)
-    if point_timeout <= 0:
-        raise TuneError(f"--point-timeout {point_timeout} must be positive")
-    if restart_every < 0:
-        raise TuneError(f"--restart-every {restart_every} must be >= 0 (0: never)")
+    configs = load_space(search_space) if search_space is not None else engine_space(profile)
+    space_source = search_space if search_space is not None else f"engine profile {profile.name} ({len(configs)} configs)"
+    from moeplan.tune.backends import make_backend
     backend = make_backend(ray)
-    # Validate the model, layout and quantization before touching the GPU or the output folder.
+
+    # 2. The model, layout and quantization, and the routing file's contents against them.
     from moeplan.cli_common import resolution_from_options
     from moeplan.kernels.quantize import TUNABLE_SCHEMES
     if fleet is not None:
         fleet.skip_untunable(TUNABLE_SCHEMES)
     else:
         res = resolution_from_options(model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel,
-                                      device_name or "unnamed", all2all_backend, detect_device=False)
+                                      device_name or INTERPRETER_DEVICE, all2all_backend, detect_device=False)
         if res.scheme not in TUNABLE_SCHEMES:
             raise TuneError(f"--dtype {res.scheme} ({res.model.alias or res.model.name}) cannot be tuned with moeplan's "
                             f"kernel yet; tunable schemes: {', '.join(TUNABLE_SCHEMES)}")
-    out_dir = _out_dir(out)
+        if route.kind == "file":  # ids index the global experts, EP or not
+            load_captured_ids(route.path, res.model.top_k, res.model.num_experts)
 
     import triton
 
+    # 3. The GPUs (an --interpret run has none) and the device name the tables get.
     if interpret:
         gpu_list: list = [None]
-        dev = device_name or "cpu_interpreter"
+        dev = INTERPRETER_DEVICE
         threads = 0
     elif ray is not None:  # the GPUs are the cluster's; the driver needs none
         dev = device_name or (fleet.only_device() if fleet else None)
@@ -166,12 +279,12 @@ def tune(
         gpu_list = parse_gpus(gpus, count)
         names = {i: torch.cuda.get_device_name(i) for i in gpu_list}
         if len(set(names.values())) > 1:
-            raise TuneError(f"--gpus {gpus!r} mixes GPU models ({', '.join(sorted(set(names.values())))}); "
+            raise TuneError(f"--gpus {shown(gpus)} mixes GPU models ({', '.join(sorted(set(names.values())))}); "
                             "one table is for one model: pick GPUs of one kind")
         actual = names[gpu_list[0]]
         from moeplan.naming import normalize_device_name
         if device_name and normalize_device_name(device_name) != normalize_device_name(actual):
-            raise TuneError(f"--device-name {device_name!r} does not match the GPU being tuned ({actual!r}); "
+            raise TuneError(f"--device-name {shown(device_name)} does not match the GPU being tuned ({actual!r}); "
                             "omit it or pass the GPU's name")
         dev = actual
         threads = compile_threads if compile_threads is not None else max(1, (os.cpu_count() or 2) // len(gpu_list) - 1)
@@ -182,18 +295,40 @@ def tune(
 
     from moeplan.tune.job import TuneOptions
     opts = TuneOptions(batch_sizes=sizes, configs=configs, space_source=space_source, strategy=strategy,
-                       out_dir=out_dir, gpus=gpu_list, routing=route, interpret=interpret, fresh=fresh, force=force,
+                       out_dir=out_path, gpus=gpu_list, routing=route, interpret=interpret, fresh=fresh, force=force,
                        seed=seed, device_name=dev, point_timeout_s=point_timeout, restart_every=restart_every,
                        compile_threads=threads, triton_version=triton.__version__,
                        timer=os.environ.get("MOEPLAN_TUNE_TIMER") or None, engine=profile.name)
-    if not quiet:
-        typer.echo(f"engine profile: {profile.name} ({choice.reason})", err=True)
     from moeplan.tune.api import TableRequest, tune_tables
+    from moeplan.tune.job import TableJob
     targets = [TableRequest(spec, res) for spec in res.tables()] if fleet is None else fleet.requests(dev, interpret)
     if not targets:
         raise typer.Exit(0)
-    code = tune_tables(targets, opts, backend, lambda jobs: _run_jobs(jobs, quiet), skip_busy=matrix is not None,
-                       log=typer.echo)
+    jobs = [TableJob(t.spec, t.resolution, opts) for t in targets]  # nothing is created by a TableJob
+    for j in jobs:  # refuse before creating or measuring anything
+        _check_job_paths(j)
+        if fleet is None:
+            j.check_existing()
+    if not quiet:
+        typer.echo(f"engine profile: {profile.name} ({choice.reason})", err=True)
+
+    # 4. Side effects. A failure from here on removes the folders this run created.
+    created = _missing_folders(out_path)
+    from moeplan.tune.lock import lock_path
+    existed = {p for j in jobs for p in (j.ckpt.folder, j.ckpt.folder.parent,
+                                          Path(lock_path(out_path, j.spec.file_name))) if p.exists()}
+    try:
+        try:
+            out_path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TuneError(f"--out {shown(out)}: cannot create the folder ({e.strerror or e})") from None
+        code = tune_tables(targets, opts, backend, lambda jobs: _run_jobs(jobs, quiet), skip_busy=matrix is not None,
+                           log=typer.echo)
+    except KeyboardInterrupt:
+        raise  # the checkpoint is the point of an interrupted run: kept for the resume
+    except BaseException:
+        _clean_up(created, jobs, existed)
+        raise
     raise typer.Exit(code)
 
 
@@ -272,18 +407,29 @@ def show(path: str = typer.Argument(..., help="A tuning-table JSON file.")):
     from moeplan.errors import TableError
     from moeplan.kernel_config import KNOBS
     from moeplan.naming import parse_tuning_file_name
-    from moeplan.tables import load_table
+    from moeplan.report import user_text
+    from moeplan.safeio import check_path, shown
+    from moeplan.tables import parse_table, read_table_text, verify_table_text
 
+    check_path("FILE", path, "a tuning-table file")
     p = Path(path)
     if p.is_dir():
-        raise TableError(f"{path!r} is a folder; pass a tuning-table file (or use `moeplan verify` on a folder)")
-    table = load_table(p)
+        raise TableError(f"{shown(path)} is a folder; pass a tuning-table file (or use `moeplan verify` on a folder)")
+    text = read_table_text(p)
+    # The same checks as `verify --strict` (its byte format and file-name grammar apart): a table the
+    # engine's kernel cannot run is reported, never printed as if it were one.
+    problems = verify_table_text(p.name, text, check_name=False, within_engine=True)
+    if problems:
+        more = f" (and {len(problems) - 1} more; `moeplan verify` lists them all)" if len(problems) > 1 else ""
+        raise TableError(f"{shown(path)}: {problems[0]}{more}")
+    table = parse_table(text, shown(path))
     try:
         info = parse_tuning_file_name(p.name)
-        title = (f"{p.name}\nE={info['E']} N={info['N']} device={info['device']} dtype={info['dtype'] or '-'} "
-                 f"block_shape={info['block_shape'] or '-'} triton={table.triton_version or '-'}")
+        title = (f"{user_text(p.name)}\nE={info['E']} N={info['N']} device={info['device']} "
+                 f"dtype={info['dtype'] or '-'} block_shape={info['block_shape'] or '-'} "
+                 f"triton={user_text(table.triton_version or '-')}")
     except TableError:
-        title = f"{p.name} (not an engine file name) triton={table.triton_version or '-'}"
+        title = f"{user_text(p.name)} (not an engine file name) triton={user_text(table.triton_version or '-')}"
     t = Table(title=title, title_justify="left")
     t.add_column("batch", justify="right")
     for k in KNOBS:
@@ -299,12 +445,14 @@ def show(path: str = typer.Argument(..., help="A tuning-table JSON file.")):
 @one_line_errors
 def verify(
     folder: str = typer.Argument(..., help="A folder of tuning tables (*.json)."),
-    strict: bool = typer.Option(False, "--strict", help="Also require moeplan's exact byte format."),
+    strict: bool = typer.Option(False, "--strict", help="Also require every knob within what the engine's kernel "
+                                                        "runs, and moeplan's exact byte format."),
     stale: bool = typer.Option(False, "--stale", help="Also flag stale tables: another Triton than the installed one, "
                                                       "another engine profile than the current one, or no measurements "
                                                       "CSV beside them."),
 ):
     """Check every table in a folder (name, keys, legal values, duplicates, order); non-zero exit on a problem."""
+    from moeplan.safeio import printable
     from moeplan.tables import verify_folder
 
     results = verify_folder(folder, strict)
@@ -318,9 +466,9 @@ def verify(
         if problems:
             bad += 1
             for pr in problems:
-                typer.echo(f"FAIL {name}: {pr}")
+                typer.echo(printable(f"FAIL {name}: {pr}"))
         else:
-            typer.echo(f"ok   {name}")
+            typer.echo(printable(f"ok   {name}"))
     typer.echo(f"{len(results)} table(s), {bad} with problems")
     if bad:
         raise typer.Exit(1)

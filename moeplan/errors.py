@@ -25,3 +25,7 @@ class TableError(MoeplanError):
 
 class TuneError(MoeplanError):
     """A tuning request that cannot run (no GPU, empty search space, ...)."""
+
+
+class InputError(MoeplanError):
+    """A value outside its stated range or grammar, or an unreadable input file (moeplan.safeio)."""

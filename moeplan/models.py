@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from moeplan import safeio
 from moeplan.errors import ModelError
 
 __all__ = [
@@ -67,6 +68,14 @@ def _fail(msg: str) -> ModelError:
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+# The largest values a config.json or preset may declare. Real checkpoints stay far below
+# (the most experts today: 512; the widest hidden size: 16384); the plan builds per-expert
+# and per-layer lists, so an absurd count stops here instead of exhausting memory.
+MAX_EXPERTS = 4096
+MAX_LAYERS = 4096
+MAX_DIM = 1 << 20  # hidden size, expert widths, quantization blocks and groups
 
 
 # --------------------------------------------------------------------------------------
@@ -132,11 +141,11 @@ def _block_pair(value: Any, key: str, source: str) -> tuple[int, int]:
     if (
         not isinstance(value, (list, tuple))
         or len(value) != 2
-        or not all(_is_int(v) and v > 0 for v in value)
+        or not all(_is_int(v) and 0 < v <= MAX_DIM for v in value)
     ):
         raise _fail(
-            f"'{source}': {key}={value!r} is not a valid block shape "
-            f"(expected two positive integers [block_n, block_k], e.g. [128, 128])"
+            f"'{source}': {key}={safeio.shown(value)} is not a valid block shape "
+            f"(expected two integers in 1..{MAX_DIM} [block_n, block_k], e.g. [128, 128])"
         )
     return (int(value[0]), int(value[1]))
 
@@ -145,13 +154,18 @@ def _group(value: Any, key: str, source: str) -> Optional[int]:
     """Group size: a positive int, or None for per-channel (-1 / 0 / null)."""
     if value is None:
         return None
-    if not _is_int(value) or value < -1:
-        raise _fail(f"'{source}': {key}={value!r} is not a valid group size (expected a positive integer, or -1 for per-channel)")
+    if not _is_int(value) or not -1 <= value <= MAX_DIM:
+        raise _fail(f"'{source}': {key}={safeio.shown(value)} is not a valid group size "
+                    f"(expected an integer in 1..{MAX_DIM}, or -1 for per-channel)")
     return int(value) if value > 0 else None
 
 
 def _weight_only(method: str, qc: dict, bits: Any, group: Optional[int], source: str) -> CheckpointQuant:
     scheme = {4: "int4_w4a16", 8: "int8_w8a16"}.get(bits) if _is_int(bits) else None
+    if scheme is None:
+        key = "bits" if "bits" in qc else "w_bit"
+        raise _fail(f"'{source}': quantization_config.{key}={safeio.shown(bits)} is not a weight width moeplan "
+                    f"can plan for quant_method {method!r}; valid: 4 (int4_w4a16), 8 (int8_w8a16)")
     return CheckpointQuant(
         method=method,
         scheme=scheme,
@@ -164,14 +178,25 @@ def _weight_only(method: str, qc: dict, bits: Any, group: Optional[int], source:
 
 
 def _compressed_tensors(method: str, qc: dict, source: str) -> CheckpointQuant:
+    field_ = "quantization_config.config_groups"
     groups = qc.get("config_groups")
-    chosen = None
-    if isinstance(groups, dict):
-        candidates = [g for _, g in sorted(groups.items()) if isinstance(g, dict) and isinstance(g.get("weights"), dict)]
-        linear = [g for g in candidates if "Linear" in (g.get("targets") or [])]
-        chosen = (linear or candidates or [None])[0]
-    if chosen is None:
-        return CheckpointQuant(method, None, raw=qc)
+    if not isinstance(groups, dict) or not groups:
+        raise _fail(f"'{source}': {field_}={safeio.shown(groups)} must be a non-empty object of quantization "
+                    "groups, each with a 'weights' object")
+    for gname, g in groups.items():
+        where = f"{field_}.{safeio.printable(gname)}"
+        if not isinstance(g, dict) or not isinstance(g.get("weights"), dict):
+            raise _fail(f"'{source}': {where} must be an object with a 'weights' object "
+                        "(num_bits, type, strategy)")
+        if not isinstance(g.get("targets", []), list):
+            raise _fail(f"'{source}': {where}.targets={safeio.shown(g.get('targets'))} must be a list of names")
+        if g.get("input_activations") is not None and not isinstance(g.get("input_activations"), dict):
+            raise _fail(f"'{source}': {where}.input_activations={safeio.shown(g.get('input_activations'))} "
+                        "must be an object or null")
+    candidates = sorted(groups.items())
+    linear = [(n, g) for n, g in candidates if "Linear" in (g.get("targets") or [])]
+    gname, chosen = (linear or candidates)[0]
+    where = f"{field_}.{safeio.printable(gname)}"
     w = chosen["weights"]
     a = chosen.get("input_activations") if isinstance(chosen.get("input_activations"), dict) else None
     bits, wtype, strategy = w.get("num_bits"), w.get("type", "int"), w.get("strategy")
@@ -190,10 +215,16 @@ def _compressed_tensors(method: str, qc: dict, source: str) -> CheckpointQuant:
     if scheme in ("mxfp4", "nvfp4"):
         block = None
     elif strategy == "block" and w.get("block_structure") is not None:
-        block = _block_pair(w.get("block_structure"), "weights.block_structure", source)
+        block = _block_pair(w.get("block_structure"), f"{where}.weights.block_structure", source)
     elif strategy == "group":
-        g = _group(w.get("group_size"), "weights.group_size", source)
+        g = _group(w.get("group_size"), f"{where}.weights.group_size", source)
         block = (0, g) if g is not None else None
+    if scheme is None:
+        acts = "none" if a is None else f"num_bits={safeio.shown(abits)}, type={safeio.shown(atype)}"
+        raise _fail(f"'{source}': {where}: weights num_bits={safeio.shown(bits)}, type={safeio.shown(wtype)} "
+                    f"with input activations {acts} is not a scheme moeplan can plan; valid: 4-bit float "
+                    "(mxfp4/nvfp4), 4-bit int weights only, 8-bit int or float weights with none or the same "
+                    "activations")
     act_scheme = None
     if a is not None:
         act_scheme = "dynamic" if a.get("dynamic") else "static"
@@ -208,49 +239,63 @@ def _compressed_tensors(method: str, qc: dict, source: str) -> CheckpointQuant:
     )
 
 
-def _modelopt(method: str, qc: dict) -> CheckpointQuant:
+def _modelopt(method: str, qc: dict, source: str) -> CheckpointQuant:
     inner = qc.get("quantization") if isinstance(qc.get("quantization"), dict) else {}
-    algo = str(qc.get("quant_algo") or inner.get("quant_algo") or "").upper()
+    algo = qc.get("quant_algo") or inner.get("quant_algo") or ""
+    algo = algo.upper() if isinstance(algo, str) else algo
     if method == "modelopt_fp4" or algo == "NVFP4":
         return CheckpointQuant(method, "nvfp4", raw=qc)
     if algo == "MXFP4":
         return CheckpointQuant(method, "mxfp4", raw=qc)
     if algo == "FP8":
         return CheckpointQuant(method, "fp8_w8a8", activation_scheme="static", raw=qc)
-    return CheckpointQuant(method, None, raw=qc)
+    raise _fail(f"'{source}': quantization_config.quant_algo={safeio.shown(algo)} is not one moeplan can plan for "
+                f"quant_method {method!r}; valid: FP8, NVFP4, MXFP4")
+
+
+#: ``quant_method`` values moeplan maps to a scheme (anything else is refused, naming the field).
+QUANT_METHODS = ("fp8", "fbgemm_fp8", "mxfp4", "modelopt", "modelopt_fp4", "compressed-tensors", "gptq",
+                 "gptq_marlin", "awq", "awq_marlin", "moe_wna16", "auto-round", "autoround", "experts_int8")
 
 
 def parse_quantization_config(qc: Any, source: str) -> Optional[CheckpointQuant]:
     """Map a config's ``quantization_config`` to a CheckpointQuant (None when absent).
 
     fp8 (block or per-tensor), mxfp4 and modelopt nvfp4 are exact; compressed-tensors,
-    gptq, awq and friends are best effort; unknown methods keep ``method`` with scheme None.
+    gptq, awq and friends are best effort. Anything else (an unknown or missing method, a
+    width or group structure no moeplan scheme runs) is a ModelError naming the field: a
+    checkpoint moeplan cannot read is never planned as bf16 without a word.
     """
     if qc is None:
         return None
     if not isinstance(qc, dict):
-        raise _fail(f"'{source}': quantization_config must be a JSON object, got {type(qc).__name__} {qc!r}")
-    method = str(qc.get("quant_method") or "unknown").lower()
+        raise _fail(f"'{source}': quantization_config must be a JSON object, got {type(qc).__name__} {safeio.shown(qc)}")
+    method = qc.get("quant_method")
+    if not isinstance(method, str) or method.lower() not in QUANT_METHODS:
+        raise _fail(f"'{source}': quantization_config.quant_method={safeio.shown(method)} is not a method moeplan "
+                    f"can plan; valid: {', '.join(QUANT_METHODS)}")
+    method = method.lower()
     if method == "fp8":
         wbs = qc.get("weight_block_size")
         block = _block_pair(wbs, "weight_block_size", source) if wbs is not None else None
         act = qc.get("activation_scheme", "dynamic")
-        return CheckpointQuant(method, "fp8_w8a8", block, False, False, str(act) if act is not None else None, raw=qc)
+        if act is not None and act not in ("dynamic", "static"):
+            raise _fail(f"'{source}': quantization_config.activation_scheme={safeio.shown(act)} is not valid; "
+                        "valid: dynamic, static")
+        return CheckpointQuant(method, "fp8_w8a8", block, False, False, act, raw=qc)
     if method == "fbgemm_fp8":
         return CheckpointQuant(method, "fp8_w8a8", None, True, True, "dynamic", raw=qc)
     if method == "mxfp4":
         return CheckpointQuant(method, "mxfp4", raw=qc)
     if method in ("modelopt", "modelopt_fp4"):
-        return _modelopt(method, qc)
+        return _modelopt(method, qc, source)
     if method == "compressed-tensors":
         return _compressed_tensors(method, qc, source)
     if method in ("gptq", "gptq_marlin", "awq", "awq_marlin", "moe_wna16", "auto-round", "autoround"):
         bits = qc.get("bits", qc.get("w_bit"))
         gkey = "group_size" if "group_size" in qc else "q_group_size"
         return _weight_only(method, qc, bits, _group(qc.get(gkey), gkey, source), source)
-    if method == "experts_int8":
-        return CheckpointQuant(method, "int8_w8a16", None, True, False, None, raw=qc)
-    return CheckpointQuant(method, None, raw=qc)
+    return CheckpointQuant(method, "int8_w8a16", None, True, False, None, raw=qc)  # experts_int8
 
 
 # --------------------------------------------------------------------------------------
@@ -512,19 +557,19 @@ class _Fields:
             return v[0]
         return v
 
-    def pos(self, key: str, meaning: str, *, per_layer: bool = False) -> int:
+    def pos(self, key: str, meaning: str, *, per_layer: bool = False, hi: int = MAX_DIM) -> int:
         v = self.first(key) if per_layer else self.d.get(key)
         if v is None:
             raise _fail(f"'{self.source}' ({self.what}) has no '{self._name(key)}' ({meaning})")
-        return self._check_pos(key, v, meaning)
+        return self._check_pos(key, v, meaning, hi)
 
-    def opt_pos(self, key: str, default: int, meaning: str) -> int:
+    def opt_pos(self, key: str, default: int, meaning: str, hi: int = MAX_LAYERS) -> int:
         v = self.d.get(key)
-        return default if v is None else self._check_pos(key, v, meaning)
+        return default if v is None else self._check_pos(key, v, meaning, hi)
 
-    def _check_pos(self, key: str, v: Any, meaning: str) -> int:
-        if not _is_int(v) or v <= 0:
-            raise _fail(f"'{self.source}': {self._name(key)}={v!r} must be a positive integer ({meaning})")
+    def _check_pos(self, key: str, v: Any, meaning: str, hi: int) -> int:
+        if not _is_int(v) or not 0 < v <= hi:
+            raise _fail(f"'{self.source}': {self._name(key)}={safeio.shown(v)} must be a positive integer, at most {hi} ({meaning})")
         return int(v)
 
     def nonneg(self, key: str, default: int, *, per_layer: bool = False) -> int:
@@ -534,9 +579,9 @@ class _Fields:
         v = self.first(key) if per_layer else self.d.get(key)
         if v is None:
             return default
-        if not _is_int(v) or (minimum is not None and v < minimum):
-            need = "an integer" if minimum is None else "a non-negative integer"
-            raise _fail(f"'{self.source}': {self._name(key)}={v!r} must be {need}")
+        lo = -MAX_DIM if minimum is None else minimum
+        if not _is_int(v) or not lo <= v <= MAX_DIM:
+            raise _fail(f"'{self.source}': {self._name(key)}={safeio.shown(v)} must be an integer in {lo}..{MAX_DIM}")
         return int(v)
 
 
@@ -548,7 +593,7 @@ def _activation(value: Any, key: str, source: str) -> str:
         return "silu"
     if name.startswith("gelu"):
         return "gelu"
-    raise _fail(f"'{source}': {key}={value!r} is not a supported expert activation (valid: silu/swish, gelu*)")
+    raise _fail(f"'{source}': {key}={safeio.shown(value)} is not a supported expert activation (valid: silu/swish, gelu*)")
 
 
 def _family_of(arch: Optional[str], model_types: list[str], body: dict) -> Optional[str]:
@@ -696,14 +741,14 @@ def model_from_config(cfg: dict, source: str) -> ModelSpec:
         if not isinstance(ffn, dict):
             raise _fail(f"'{source}' ({shown}) has no 'ffn_config' object (DBRX keeps moe_num_experts / moe_top_k / ffn_hidden_size there)")
         ff = _Fields(ffn, source, f.what, prefix + "ffn_config.")
-        E = ff.pos("moe_num_experts", "number of routed experts E")
-        topk = ff.pos("moe_top_k", "experts per token")
+        E = ff.pos("moe_num_experts", "number of routed experts E", hi=MAX_EXPERTS)
+        topk = ff.pos("moe_top_k", "experts per token", hi=MAX_EXPERTS)
         e_key, k_key = prefix + "ffn_config.moe_num_experts", prefix + "ffn_config.moe_top_k"
         N = ff.pos("ffn_hidden_size", "per-expert FFN width")
         hk = "d_model" if body.get("d_model") is not None else "hidden_size"
         K = f.pos(hk, "hidden size K")
         L_key = "n_layers" if body.get("n_layers") is not None else "num_hidden_layers"
-        L = f.pos(L_key, "decoder layer count")
+        L = f.pos(L_key, "decoder layer count", hi=MAX_LAYERS)
         act = ffn.get("ffn_act_fn")
         activation = _activation(act.get("name") if isinstance(act, dict) else act, prefix + "ffn_config.ffn_act_fn", source)
         moe_layers = L
@@ -725,13 +770,13 @@ def model_from_config(cfg: dict, source: str) -> ModelSpec:
             e_key, k_key = "num_experts", "moe_topk"
             n_key = "moe_intermediate_size" if f.has("moe_intermediate_size") else "intermediate_size"
         per_layer = family in ("hunyuan", "ernie")
-        E = f.pos(e_key, "number of routed experts E", per_layer=per_layer)
+        E = f.pos(e_key, "number of routed experts E", per_layer=per_layer, hi=MAX_EXPERTS)
         if family == "hunyuan" and E == 1:
             raise _fail(f"'{source}' describes a dense model ({shown}): num_experts=1 builds a plain MLP, not an MoE layer")
-        topk = f.pos(k_key, "experts per token", per_layer=per_layer)
+        topk = f.pos(k_key, "experts per token", per_layer=per_layer, hi=MAX_EXPERTS)
         N = f.pos(n_key, "per-expert FFN width", per_layer=per_layer)
         K = f.pos("hidden_size", "hidden size K")
-        L = f.pos(L_key, "decoder layer count")
+        L = f.pos(L_key, "decoder layer count", hi=MAX_LAYERS)
 
         # shared experts
         if family == "llama4":
@@ -769,7 +814,8 @@ def model_from_config(cfg: dict, source: str) -> ModelSpec:
             step = f.opt_pos("decoder_sparse_step", 1, "MoE layer interval")
             dense = body.get("mlp_only_layers") or []
             if not isinstance(dense, list):
-                raise _fail(f"'{source}': {prefix}mlp_only_layers={dense!r} must be a list of layer indices")
+                raise _fail(f"'{source}': {prefix}mlp_only_layers={safeio.shown(dense)} must be a list of layer indices")
+            dense = {i for i in dense if _is_int(i)}
             moe_layers = _count(L, lambda i: i not in dense and (i + 1) % step == 0)
         elif family == "jamba":
             period = f.opt_pos("expert_layer_period", 2, "MoE layer period")
@@ -831,22 +877,8 @@ def model_from_config(cfg: dict, source: str) -> ModelSpec:
 
 
 def _read_json(p: Path) -> Any:
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise _fail(f"cannot read '{p}': no such file") from None
-    except PermissionError:
-        raise _fail(f"cannot read '{p}': permission denied") from None
-    except IsADirectoryError:
-        raise _fail(f"cannot read '{p}': it is a folder, not a file") from None
-    except UnicodeDecodeError as e:
-        raise _fail(f"cannot read '{p}': not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise _fail(f"cannot read '{p}': {e.strerror or e}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise _fail(f"malformed JSON in '{p}': {e.msg} at line {e.lineno} column {e.colno} (char {e.pos})") from None
+    # Size-capped, regular files only, strict UTF-8, nesting-limited JSON (moeplan.safeio).
+    return safeio.read_json(p, "config file", ModelError)
 
 
 def read_config_file(path: "str | os.PathLike[str]") -> tuple[dict, str]:
@@ -898,7 +930,7 @@ def spec_from_preset(data: Any, source: str) -> ModelSpec:
     if alias != alias.lower() or not re.fullmatch(r"[a-z0-9][a-z0-9.\-]*", alias):
         raise _fail(f"preset '{source}': alias={alias!r} must be lowercase letters, digits, '.' and '-'")
     try:
-        return ModelSpec(
+        spec = ModelSpec(
             name=data["name"],
             alias=alias,
             **{k: data[k] for k in _SPEC_FIELDS},
@@ -906,6 +938,11 @@ def spec_from_preset(data: Any, source: str) -> ModelSpec:
             source=source,
             **{k: data[k] for k in _REST_FIELDS if data.get(k) is not None},
         )
+        for key, hi in (("num_experts", MAX_EXPERTS), ("num_hidden_layers", MAX_LAYERS), ("hidden_size", MAX_DIM),
+                        ("moe_intermediate_size", MAX_DIM)):
+            if getattr(spec, key) > hi:
+                raise _fail(f"{key}={getattr(spec, key)} is out of range; valid: 1..{hi}")
+        return spec
     except ModelError as e:
         msg = str(e)
         raise _fail(msg if source in msg else f"preset '{source}': {msg}") from None
@@ -994,7 +1031,11 @@ def load_model(ref: "str | os.PathLike[str]") -> ModelSpec:
     text = os.fspath(ref)
     if not isinstance(text, str) or not text.strip():
         raise _fail(f"empty model reference {text!r}: give a preset alias/repo id or a path to a config.json")
-    p = Path(text).expanduser()
+    safeio.check_path("model", text, "a preset alias/repo id or a path to a config.json", ModelError)
+    try:
+        p = Path(text).expanduser()
+    except RuntimeError:  # `~user` naming no user
+        p = Path(text)
     if p.exists():
         if p.is_dir() and not (p / "config.json").exists():
             try:

@@ -19,8 +19,12 @@ from dataclasses import dataclass
 from typing import Optional
 
 from moeplan.errors import LayoutError
+from moeplan.safeio import check_int, shown
 
 PLACEMENTS = ("linear", "round_robin")
+# The largest tp, dp and tp*dp moeplan plans for: the plan lists every device (and, without
+# EP, every expert on every device), so the bound keeps a typo from exhausting memory.
+MAX_WORLD = 1024
 ALL2ALL_BACKENDS = (
     "naive",
     "allgather_reducescatter",
@@ -43,14 +47,15 @@ class Layout:
 
     def __post_init__(self):
         for name in ("tp", "dp"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise LayoutError(f"--{name} {v!r} is invalid; expected an integer >= 1")
+            check_int(f"--{name}", getattr(self, name), 1, MAX_WORLD, LayoutError)
+        if self.tp * self.dp > MAX_WORLD:
+            raise LayoutError(f"--tp {self.tp} x --dp {self.dp} = {self.tp * self.dp} devices is out of range; "
+                              f"valid: tp*dp in 1..{MAX_WORLD}")
         if self.placement not in PLACEMENTS:
-            raise LayoutError(f"placement {self.placement!r} is unknown; valid: {', '.join(PLACEMENTS)}")
+            raise LayoutError(f"placement {shown(self.placement)} is unknown; valid: {', '.join(PLACEMENTS)}")
         if self.all2all_backend not in ALL2ALL_BACKENDS:
             raise LayoutError(
-                f"all2all backend {self.all2all_backend!r} is unknown; valid: {', '.join(ALL2ALL_BACKENDS)}")
+                f"all2all backend {shown(self.all2all_backend)} is unknown; valid: {', '.join(ALL2ALL_BACKENDS)}")
 
     @property
     def world_size(self) -> int:

@@ -14,10 +14,12 @@ the kernel runs, None when planning.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
 from moeplan.errors import QuantError
+from moeplan.safeio import shown
 
 # Names of the torch dtypes the engine uses for quantized operands.
 FP8 = "float8_e4m3fn"
@@ -544,15 +546,23 @@ QUANT_SCHEMES = ("fp8_w8a8", "fp8_w8a16", "int8_w8a8", "int8_w8a16", "int4_w4a16
 DTYPE_CHOICES = ("auto", *ACTIVATION_DTYPES, *QUANT_SCHEMES)
 
 
+MAX_BLOCK = 1 << 20  # as a config.json's block and group sizes (models.MAX_DIM)
+
+
 def parse_block_shape(text: str) -> list[int]:
     """Parse `128,128`, `[128, 128]` or `0,128` into two ints; QuantError on anything else."""
     raw = text.strip()
     if raw.startswith("[") and raw.endswith("]"):
         raw = raw[1:-1]
     parts = [p.strip() for p in raw.split(",")]
-    if len(parts) != 2 or not all(p.lstrip("-").isdigit() for p in parts):
-        raise QuantError(f"block shape {text!r} is malformed; expected two integers like 128,128 (or 0,G for a group size)")
-    return [int(p) for p in parts]
+    # ASCII digits only (str.isdigit() also takes '²'), each entry in 0..2^20
+    if len(parts) != 2 or not all(re.fullmatch(r"-?[0-9]{1,8}", p) for p in parts):
+        raise QuantError(f"block shape {shown(text)} is malformed; expected two integers like 128,128 "
+                         "(or 0,G for a group size)")
+    vals = [int(p) for p in parts]
+    if any(v > MAX_BLOCK for v in vals):
+        raise QuantError(f"block shape {shown(text)} is out of range; valid: entries in 0..{MAX_BLOCK}")
+    return vals
 
 
 def quant_for_scheme(

@@ -14,6 +14,7 @@ from moeplan.kernel_config import default_config
 from moeplan.naming import ENV_TUNED_FOLDER, lookup_candidates
 from moeplan.plan import Resolution, TableSpec
 from moeplan.quant import QuantDesc
+from moeplan.safeio import printable
 
 
 def default_tuned_dirs() -> list[str]:
@@ -181,6 +182,14 @@ def _compact_ids(ids: Sequence[int]) -> str:
     return s if len(s) <= 40 else s[:37] + "..."
 
 
+def user_text(value) -> str:
+    """User data (names, paths, messages) as rich prints it literally: markup escaped, control
+    characters written as escapes. Every user string printed through rich goes through here."""
+    from rich.markup import escape
+
+    return escape(printable(value))
+
+
 def console():
     """A rich console; when output is not a terminal, wide enough that names never fold."""
     from rich.console import Console
@@ -197,13 +206,15 @@ def print_resolution(data: dict) -> None:
     console_ = console()
     m, lay, q = data["model"], data["layout"], data["quant"]
     ep = f"EP={lay['world_size']} ({lay['placement']})" if lay["ep"] else "EP off"
-    console_.print(f"[bold]{m['name']}[/bold] ({m['alias']}): E={m['num_experts']} top-{m['top_k']} "
+    console_.print(f"[bold]{user_text(m['name'])}[/bold] ({user_text(m['alias'])}): "
+                  f"E={m['num_experts']} top-{m['top_k']} "
                   f"K={m['hidden_size']} expert width {m['moe_intermediate_size']}")
     console_.print(f"layout: TP={lay['tp']} DP={lay['dp']} {ep}, {lay['world_size']} device(s); "
-                  f"device: {lay['device_name'] or 'unknown (no GPU found; pass --device-name)'}")
+                  f"device: {user_text(lay['device_name'] or 'unknown (no GPU found; pass --device-name)')}")
     eng = data["engine"]
-    shipped = eng["configs_dir"] or f"none ({eng['configs_dir_reason']})"
-    console_.print(f"engine profile: {eng['profile']} ({eng['reason']}); shipped tables: {shipped}", soft_wrap=True)
+    shipped = user_text(eng["configs_dir"] or f"none ({eng['configs_dir_reason']})")
+    console_.print(f"engine profile: {eng['profile']} ({user_text(eng['reason'])}); shipped tables: {shipped}",
+                   soft_wrap=True)
     tag = {t["tuning_file"]: f"T{i + 1}" for i, t in enumerate(data["tables"])}
     dev = Table(title="devices (ranks as rank/size)")
     for col in ("device", "TP", "DP", "EP", "experts", "local experts", "N", "table"):
@@ -226,25 +237,25 @@ def print_resolution(data: dict) -> None:
     console_.print("[bold]tuning tables[/bold]")
     for t in data["tables"]:
         devs = _compact_ids(t["devices"])
-        console_.print(f"{tag[t['tuning_file']]} {t['tuning_file']}  (devices {devs})", soft_wrap=True)
+        console_.print(f"{tag[t['tuning_file']]} {user_text(t['tuning_file'])}  (devices {devs})", soft_wrap=True)
         if t["found"]:
             where = "shipped with the engine" if t["source"] == "engine" else "tuned"
-            console_.print(f"   [green]found ({where})[/green]: {t['found']}", soft_wrap=True)
+            console_.print(f"   [green]found ({where})[/green]: {user_text(t['found'])}", soft_wrap=True)
             if t["export"]:
-                loads = (f"it loads {t['engine_loads']} instead" if t["engine_loads"]
+                loads = (f"it loads {user_text(t['engine_loads'])} instead" if t["engine_loads"]
                          else "it uses its default config")
                 console_.print(f"   the engine will not load it until {ENV_TUNED_FOLDER} names its folder ({loads}): "
-                               f"{t['export']}", soft_wrap=True)
+                               f"{user_text(t['export'])}", soft_wrap=True)
         elif not lay["device_name"]:
             console_.print("   [yellow]device unknown[/yellow]: pass --device-name to name and look up the file")
         else:
-            tried = "; ".join(t["tried"]) or "no folder given"
+            tried = user_text("; ".join(t["tried"]) or "no folder given")
             console_.print(f"   [red]missing[/red]: the engine would use its default config (tried: {tried})",
                           soft_wrap=True)
         if "entry" in t:
             e = t["entry"]
             if e["source"] == "error":
-                console_.print(f"   M={data['batch_size']}: {e['error']}", soft_wrap=True)
+                console_.print(f"   M={data['batch_size']}: {user_text(e['error'])}", soft_wrap=True)
             else:
                 where = f"entry {e['batch_key']}" if e["source"] == "table" else "the default heuristic"
                 cfg = ", ".join(f"{k}={v}" for k, v in e["config"].items())
@@ -261,5 +272,5 @@ def print_models(rows: list[dict]) -> None:
     for col in rows[0]:
         t.add_column(str(col), overflow="fold")
     for r in rows:
-        t.add_row(*("-" if v is None else str(v) for v in r.values()))
+        t.add_row(*("-" if v is None else user_text(v) for v in r.values()))
     console().print(t)

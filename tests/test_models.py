@@ -688,12 +688,6 @@ def test_activation_mapping():
             CheckpointQuant("modelopt", "fp8_w8a8", None, False, False, "static"),
             "fp8 per-tensor static (modelopt)",
         ),
-        (
-            {"quant_method": "bitsandbytes", "load_in_4bit": True},
-            CheckpointQuant("bitsandbytes", None),
-            "bitsandbytes (unsupported)",
-        ),
-        ({"group_size": 32, "bits": 3}, CheckpointQuant("unknown", None), "unknown (unsupported)"),
     ],
 )
 def test_quant_methods(qc, expect, text):
@@ -701,6 +695,24 @@ def test_quant_methods(qc, expect, text):
     assert q == expect
     assert q.describe() == text
     assert q.raw == qc
+
+
+@pytest.mark.parametrize("qc, field", [
+    ({"quant_method": "bitsandbytes", "load_in_4bit": True}, "quant_method='bitsandbytes'"),
+    ({"group_size": 32, "bits": 3}, "quant_method=None"),
+    ({"quant_method": ["fp8"]}, "quant_method=['fp8']"),
+    ({"quant_method": "gptq", "bits": 3, "group_size": 128}, "bits=3"),
+    ({"quant_method": "modelopt", "quant_algo": "W4A8"}, "quant_algo='W4A8'"),
+    ({"quant_method": "fp8", "activation_scheme": "sometimes"}, "activation_scheme='sometimes'"),
+    ({"quant_method": "compressed-tensors", "config_groups": []}, "config_groups=[]"),
+    ({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": 8}}}, "config_groups.g"),
+    ({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {"num_bits": 3, "type": "int"}}}},
+     "num_bits=3"),
+])
+def test_unplannable_quantization_is_an_error_naming_the_field(qc, field):
+    # never a silent bf16 plan: the field and the valid values are named
+    msg = _error(parse_quantization_config, qc, "q.json")
+    assert "q.json" in msg and field in msg and ("valid" in msg or "must be" in msg)
 
 
 def _ct(weights, acts=None, fmt="float-quantized"):
@@ -815,20 +827,21 @@ def test_unreadable_paths(tmp_path, monkeypatch):
 
     cfg = tmp_path / "locked.json"
     cfg.write_text("{}")
-    real = pathlib.Path.read_text
+    import builtins
+    real = builtins.open
 
-    def deny(self, *a, **k):
-        if self == cfg:
+    def deny(file, *a, **k):
+        if str(file) == str(cfg):
             raise PermissionError(13, "Permission denied")
-        return real(self, *a, **k)
+        return real(file, *a, **k)
 
-    monkeypatch.setattr(pathlib.Path, "read_text", deny)
+    monkeypatch.setattr(builtins, "open", deny)
     msg = _error(load_model, str(cfg))
     assert str(cfg) in msg and "permission denied" in msg
 
     bad = tmp_path / "latin1.json"
     bad.write_bytes(b'{"a": "\xff"}')
-    monkeypatch.setattr(pathlib.Path, "read_text", real)
+    monkeypatch.setattr(builtins, "open", real)
     assert "not UTF-8" in _error(load_model, str(bad))
 
 
@@ -844,8 +857,8 @@ def test_malformed_json(tmp_path):
     p = tmp_path / "config.json"
     p.write_text('{\n  "num_experts": 8,\n  "top_k" 2\n}\n')
     msg = _error(load_model, str(tmp_path))
-    assert msg.startswith(f"malformed JSON in '{p}': ")
-    assert "line 3 column 11" in msg and "char" in msg
+    assert msg.startswith(f"config file '{p}': not valid JSON")
+    assert "line 3 column 11" in msg
     p.write_text("[1, 2]")
     msg = _error(load_model, str(p))
     assert str(p) in msg and "list" in msg and "object" in msg

@@ -189,9 +189,8 @@ class TableJob:
         if self.opts.fresh:
             self.ckpt.reset()
         self.ckpt.start(self.identity)
-        if self.ckpt.routing_path.is_file():
-            pools = torch.load(self.ckpt.routing_path, weights_only=True)
-        else:
+        pools = self._saved_pools()
+        if pools is None:  # none yet, or unreadable: drawn again from the seed (the same pools)
             pools = make_pools(self.opts.routing, self.batch_sizes, self.E_global, self.spec.topk, self.opts.seed)
             tmp = self.ckpt.routing_path.with_suffix(".tmp")
             torch.save(pools, tmp)
@@ -202,6 +201,23 @@ class TableJob:
         tpe = {M: st.max_tokens_per_expert for M, st in self.stats.items()}
         self.strategy = make_strategy(self.opts.strategy, self.space, self.batch_sizes, self.store, self.defaults,
                                       tpe, self.opts.params)
+
+    def _saved_pools(self) -> Optional[dict]:
+        """The checkpoint's routing pools when every batch size's pair of tensors is there with the
+        right shape and ids in range; None otherwise (a corrupt file must not fail every rerun)."""
+        import torch
+        if not self.ckpt.routing_path.is_file():
+            return None
+        try:
+            pools = torch.load(self.ckpt.routing_path, weights_only=True)
+            for M in self.batch_sizes:
+                ids, w = pools[M]
+                if ids.dim() != 3 or ids.shape[1:] != (M, self.spec.topk) or w.shape != ids.shape \
+                        or ids.dtype.is_floating_point or int(ids.min()) < 0 or int(ids.max()) >= self.E_global:
+                    return None
+            return pools
+        except Exception:  # noqa: BLE001 - any unreadable pool file is drawn again
+            return None
 
     def estimate_points(self) -> int:
         st = self.strategy

@@ -16,13 +16,14 @@ and every resumed run measures the same routings.
 
 from __future__ import annotations
 
-import json
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
+from moeplan import safeio
 from moeplan.errors import TuneError
 
 DEFAULT_DRAWS = 64  # many draws: at small M under EP the layer time varies ~2x between draws
@@ -75,17 +76,22 @@ def parse_routing(text: str) -> RoutingSpec:
 def load_captured_ids(path: str, topk: int, num_experts: int) -> torch.Tensor:
     """(tokens, topk) int64 ids from a file; TuneError naming what is wrong."""
     p = Path(path)
+    # through the input layer: a capped regular file; JSON as UTF-8 with a depth limit
+    is_json = p.suffix not in (".pt", ".pth", ".npy")
+    data = safeio.read_bytes(path, "--routing", safeio.MAX_JSON_BYTES if is_json else safeio.MAX_BINARY_BYTES,
+                             TuneError)
     try:
         if p.suffix in (".pt", ".pth"):
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
             if isinstance(obj, dict):
                 obj = obj.get("topk_ids", next(iter(obj.values())) if obj else None)
             ids = torch.as_tensor(obj)
         elif p.suffix == ".npy":
             import numpy as np
-            ids = torch.from_numpy(np.load(p))
+            ids = torch.from_numpy(np.load(io.BytesIO(data), allow_pickle=False))
         else:
-            ids = torch.tensor(json.loads(p.read_text()))
+            src = f"--routing {safeio.shown(path)}"
+            ids = torch.tensor(safeio.parse_json(safeio.decode_text(data, src, TuneError), src, TuneError))
     except TuneError:
         raise
     except Exception as e:  # noqa: BLE001 - any unreadable file is one user error
