@@ -309,8 +309,7 @@ def tune(
         _check_job_paths(j)
         if fleet is None:
             j.check_existing()
-    if not quiet:
-        typer.echo(f"engine profile: {profile.name} ({choice.reason})", err=True)
+    typer.echo(f"engine profile: {profile.name} ({choice.reason})")
 
     # 4. Side effects. A failure from here on removes the folders this run created.
     created = _missing_folders(out_path)
