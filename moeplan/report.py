@@ -155,6 +155,7 @@ def resolution_dict(res: Resolution, tuned_dirs: Sequence[str], env: Mapping[str
     lay = res.layout
     return {
         "model": m.to_dict(),  # the one JSON form of a ModelSpec
+        "model_source": m.source,  # where it was read from (a preset file or a config.json)
         "layout": {"tp": lay.tp, "dp": lay.dp, "ep": lay.use_ep, "world_size": lay.world_size,
                    "placement": lay.placement, "all2all_backend": lay.all2all_backend,
                    "device_name": res.device_name},

@@ -59,7 +59,7 @@ def test_wheel_resolves_a_preset_and_finds_its_shipped_table(installed):
     r = run_cli(installed, "resolve", "mixtral-8x7b", "--tp", "2", "--device-name", H100, "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
-    assert d["model"]["source"] == str(site / "moeplan" / "_data" / "configs" / "mixtral-8x7b.json")
+    assert d["model_source"] == str(site / "moeplan" / "_data" / "configs" / "mixtral-8x7b.json")
     shipped = site / "moeplan" / "_data" / "tuned" / "E=8,N=7168,device_name=NVIDIA_H100_80GB_HBM3.json"
     assert d["tables"][0]["found"] == str(shipped)
 
