@@ -92,12 +92,13 @@ class MatrixRun:
         return next(iter(names.values())) if len(names) == 1 else None
 
     def requests(self, device: str, interpret: bool) -> list:
-        """The tables this machine (GPU `device`) makes; under --interpret every one."""
+        """The tables this machine (GPU `device`) makes. Under --interpret `device` is the
+        interpreter's own name: interpreter timings never go into a table named for a real GPU,
+        so a matrix tuned that way names the device `cpu_interpreter`."""
         from moeplan.naming import normalize_device_name
         from moeplan.tune.api import TableRequest
 
-        mine = [r for r in self.todo
-                if interpret or normalize_device_name(r["job"].device) == normalize_device_name(device)]
+        mine = [r for r in self.todo if normalize_device_name(r["job"].device) == normalize_device_name(device)]
         for r in self.todo:
             if r not in mine:
                 typer.echo(f"skipped: {r['job'].file_name} is for {r['job'].device}, this machine has {device}")

@@ -309,7 +309,6 @@ def tune(
         _check_job_paths(j)
         if fleet is None:
             j.check_existing()
-    typer.echo(f"engine profile: {profile.name} ({choice.reason})")
 
     # 4. Side effects. A failure from here on removes the folders this run created.
     created = _missing_folders(out_path)
@@ -321,8 +320,11 @@ def tune(
             out_path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise TuneError(f"--out {shown(out)}: cannot create the folder ({e.strerror or e})") from None
-        code = tune_tables(targets, opts, backend, lambda jobs: _run_jobs(jobs, quiet), skip_busy=matrix is not None,
-                           log=typer.echo)
+        def run_jobs(jobs) -> int:  # once the tables are locked and planned: what is measured, and why
+            typer.echo(f"engine profile: {profile.name} ({choice.reason})")
+            return _run_jobs(jobs, quiet)
+
+        code = tune_tables(targets, opts, backend, run_jobs, skip_busy=matrix is not None, log=typer.echo)
     except KeyboardInterrupt:
         raise  # the checkpoint is the point of an interrupted run: kept for the resume
     except BaseException:

@@ -13,9 +13,9 @@ from moeplan.cli import app
 
 pytestmark = pytest.mark.interpreter
 runner = CliRunner()
-DEVICE = "NVIDIA H100 80GB HBM3"
-TP1 = "E=4,N=32,device_name=NVIDIA_H100_80GB_HBM3.json"
-TP2 = "E=4,N=16,device_name=NVIDIA_H100_80GB_HBM3.json"
+DEVICE = "cpu_interpreter"  # the only device an --interpret run makes tables for
+TP1 = "E=4,N=32,device_name=cpu_interpreter.json"
+TP2 = "E=4,N=16,device_name=cpu_interpreter.json"
 SPACE = {"BLOCK_SIZE_M": [16], "BLOCK_SIZE_N": [32, 64], "BLOCK_SIZE_K": [32], "GROUP_SIZE_M": [1],
          "num_warps": [4], "num_stages": [2]}
 
@@ -75,7 +75,7 @@ def test_a_table_being_tuned_elsewhere_is_refused_or_skipped(fleet):
         assert hold.stdout.readline().strip() == "locked"
         cfg = m.parent / "tiny" / "config.json"
         r = runner.invoke(app, ["tune", str(cfg), "--interpret", "--batch-sizes", "2", "--search-space", str(space),
-                                "--out", str(out), "--device-name", DEVICE, "--quiet"])
+                                "--out", str(out), "--quiet"])
         assert r.exit_code == 2 and r.stdout == ""
         assert r.stderr == (f"moeplan: error: {TP1} is being tuned into this folder by process {hold.pid} on "
                             f"{__import__('socket').gethostname()} (lock {out / ('.' + TP1 + '.lock')}); wait for "
@@ -107,5 +107,16 @@ def test_untunable_tables_are_skipped_not_fatal(tmp_path):
     r = runner.invoke(app, ["tune", "--matrix", str(m), "--interpret", "--out", str(tmp_path / "out")])
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
-    assert lines[0].startswith("skipped: E=32,N=2880,device_name=NVIDIA_H100_80GB_HBM3") and "mxfp4 cannot be tuned" in lines[0]
+    assert lines[0].startswith("skipped: E=32,N=2880,device_name=cpu_interpreter") and "mxfp4 cannot be tuned" in lines[0]
     assert lines[1:] == [f"nothing to tune: no table of {m} still to make is tunable"]
+
+
+def test_interpreter_never_tunes_a_real_devices_table(fleet, tmp_path):
+    # a matrix naming a real GPU, run under --interpret: nothing is made for that GPU
+    m, space, out = fleet
+    real = tmp_path / "real.toml"
+    real.write_text(m.read_text().replace(DEVICE, "NVIDIA H100 80GB HBM3"))
+    r = tune(real, space, out)
+    assert r.exit_code == 0, r.output
+    assert "are for other GPUs" in r.stdout
+    assert not list(out.glob("*.json")) if out.exists() else True
