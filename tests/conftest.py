@@ -62,3 +62,27 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# The tuner's CPU test model: 4 experts, top-2, hidden 64, expert width 32 (Mixtral's naming).
+TINY_MIXTRAL = {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "num_local_experts": 4,
+                "num_experts_per_tok": 2, "hidden_size": 64, "intermediate_size": 32, "num_hidden_layers": 1,
+                "hidden_act": "silu"}
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    """Path of a config.json of TINY_MIXTRAL in its own folder."""
+    import json
+
+    d = tmp_path / "tiny"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(TINY_MIXTRAL))
+    return d / "config.json"
+
+
+@pytest.fixture
+def cost_model_timer(monkeypatch):
+    """Interpreter tune runs scored by the deterministic cost model, with no injected faults."""
+    monkeypatch.setenv("MOEPLAN_TUNE_TIMER", "model")
+    monkeypatch.delenv("MOEPLAN_TUNE_FAULT", raising=False)

@@ -81,17 +81,11 @@ S2 = KernelConfig(16, 64, 32, 1, 4, 2)
 
 
 @pytest.mark.interpreter
-def test_measure_times_what_each_engine_would_run(tmp_path, monkeypatch):
+def test_measure_times_what_each_engine_would_run(tmp_path, tiny_model, cost_model_timer):
     """Under the interpreter with the cost-model timer the times are the model's, so exact."""
     from moeplan.tune.measure import model_time_us
 
-    monkeypatch.setenv("MOEPLAN_TUNE_TIMER", "model")
-    monkeypatch.delenv("MOEPLAN_TUNE_FAULT", raising=False)
-    d = tmp_path / "tiny"
-    d.mkdir()
-    (d / "config.json").write_text(json.dumps({
-        "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "num_local_experts": 4,
-        "num_experts_per_tok": 2, "hidden_size": 64, "intermediate_size": 32, "num_hidden_layers": 1}))
+    d = tiny_model.parent
     a, b = tmp_path / "a.json", tmp_path / "b"
     b.mkdir()
     write_table(a, TuningTable({2: S1, 8: S1}))

@@ -157,16 +157,8 @@ def test_bad_engine_options_one_line(args, needle):
 # ---- the profile reaching `tune` (CPU interpreter, deterministic cost model) ----------------------
 
 @pytest.fixture
-def tiny(tmp_path, monkeypatch):
-    monkeypatch.setenv("MOEPLAN_TUNE_TIMER", "model")
-    monkeypatch.delenv("MOEPLAN_TUNE_FAULT", raising=False)
-    d = tmp_path / "tiny"
-    d.mkdir()
-    (d / "config.json").write_text(json.dumps({
-        "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "num_local_experts": 4,
-        "num_experts_per_tok": 2, "hidden_size": 64, "intermediate_size": 32, "num_hidden_layers": 1,
-        "hidden_act": "silu"}))
-    return d / "config.json"
+def tiny(tiny_model, cost_model_timer):
+    return tiny_model
 
 
 @pytest.mark.interpreter

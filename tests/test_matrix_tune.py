@@ -21,20 +21,14 @@ SPACE = {"BLOCK_SIZE_M": [16], "BLOCK_SIZE_N": [32, 64], "BLOCK_SIZE_K": [32], "
 
 
 @pytest.fixture(autouse=True)
-def model_timer(monkeypatch):
-    monkeypatch.setenv("MOEPLAN_TUNE_TIMER", "model")
-    monkeypatch.delenv("MOEPLAN_TUNE_FAULT", raising=False)
+def model_timer(cost_model_timer, monkeypatch):
     monkeypatch.setenv("VLLM_TUNED_CONFIG_FOLDER", "")
     monkeypatch.setattr("moeplan.engine.engine_config_dir", lambda: None)
 
 
 @pytest.fixture
-def fleet(tmp_path):
-    d = tmp_path / "tiny"
-    d.mkdir()
-    (d / "config.json").write_text(json.dumps({
-        "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "num_local_experts": 4,
-        "num_experts_per_tok": 2, "hidden_size": 64, "intermediate_size": 32, "num_hidden_layers": 1}))
+def fleet(tmp_path, tiny_model):
+    d = tiny_model.parent
     (tmp_path / "space.json").write_text(json.dumps(SPACE))
     m = tmp_path / "m.toml"
     m.write_text(f'models = ["{d}"]\ndevices = ["{DEVICE}"]\nbatch_sizes = [2]\n'

@@ -43,16 +43,9 @@ def cluster():
 
 
 @pytest.fixture
-def model(tmp_path, monkeypatch):
-    monkeypatch.setenv("MOEPLAN_TUNE_TIMER", "model")
-    monkeypatch.delenv("MOEPLAN_TUNE_FAULT", raising=False)
-    d = tmp_path / "tiny"
-    d.mkdir()
-    (d / "config.json").write_text(json.dumps({
-        "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "num_local_experts": 4,
-        "num_experts_per_tok": 2, "hidden_size": 64, "intermediate_size": 32, "num_hidden_layers": 1}))
+def model(tmp_path, tiny_model, cost_model_timer):
     (tmp_path / "space.json").write_text(json.dumps(SPACE))
-    return d / "config.json", tmp_path / "space.json"
+    return tiny_model, tmp_path / "space.json"
 
 
 def tune(model, out, *extra):
