@@ -59,7 +59,7 @@ def main():
 
     import torch
     from moeplan.kernels import MoeRunner
-    import moeplan.kernels.fused_moe as fm
+    import moeplan.kernels.moe_gemm as mg
     from moeplan.kernels.inputs import make_routing
 
     known = {}
@@ -109,7 +109,7 @@ def main():
                                 ("cap-floor1", "fast", dataclasses.replace(heur, fit_stages=True), 1),
                                 ("cap-floor2", "fast", dataclasses.replace(heur, fit_stages=True), 2)]
                 for name, variant, fp, floor in options:
-                    fm.FAST_STAGE_FLOOR = floor
+                    mg.FAST_STAGE_FLOOR = floor  # read by the launcher at each launch
                     try:
                         r = base.with_config(c, variant=variant, fast=fp)
                         g = bk.time_runner(r, routings, timer, args.reps, gemms_only=True)

@@ -228,8 +228,8 @@ def test_launcher_and_pruner_agree(block, engine):
     # launcher runs, for non-square blocks too (the pruner used to clamp to bk, the launcher
     # to min(block)), under naive, aligned and EP-dropped row plans
     from moeplan.kernel_config import KernelConfig
-    from moeplan.kernels.fused_moe import effective_block_k as launcher_bk
-    from moeplan.kernels.fused_moe import gemm_quant
+    from moeplan.kernels.moe_gemm import effective_block_k as launcher_bk
+    from moeplan.kernels.moe_gemm import gemm_quant
     from moeplan.tune.space import SearchSpace, effective_block_k, max_m_tiles
     prof = PROFILES[engine]
     for M, emap in ((1, None), (9, None), (9, "ep")):

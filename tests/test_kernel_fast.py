@@ -16,9 +16,8 @@ if not _CUDA:
     os.environ["TRITON_INTERPRET"] = "1"
 
 from moeplan.kernels import fused_experts, fused_experts_ref, make_moe_inputs  # noqa: E402
-from moeplan.kernels.fused_moe import (  # noqa: E402
-    FastPlan, LayerShape, fast_plan, gemm_quant,
-)
+from moeplan.kernels.fused_moe import FastPlan, LayerShape, fast_plan  # noqa: E402
+from moeplan.kernels.moe_gemm import gemm_quant  # noqa: E402
 from moeplan.kernels.runner import MoeRunner  # noqa: E402
 from moeplan.kernels.testing import check_close, config, poisoned, seed_for, tol_key  # noqa: E402
 
@@ -212,7 +211,7 @@ def test_fast_plan_validation():
 def test_tma_eligibility():
     # descriptors only for unpacked 8/16-bit weights with 16-byte rows; packed int4, weight-only
     # dequantized tiles and odd row lengths keep the pointer loads
-    from moeplan.kernels.fused_moe import Q_WEIGHT_ONLY, GemmQuant, tma_eligible
+    from moeplan.kernels.moe_gemm import Q_WEIGHT_ONLY, GemmQuant, tma_eligible
     none = GemmQuant()
     w = torch.empty((4, 64, 136), dtype=torch.bfloat16)  # rows of 272 bytes
     assert tma_eligible(w, none, 32, 32)
@@ -243,7 +242,7 @@ def test_fast_block_fp8_accumulator_forms(one_acc):
 def test_fast_block_fp8_zero_scale_falls_back():
     # a zero weight-block scale would make the rescaled accumulator divide by zero: such
     # weights take the two-tile path (checked once per scale tensor), still finite and right
-    from moeplan.kernels.fused_moe import positive_scales
+    from moeplan.kernels.moe_gemm import positive_scales
     inp = make_moe_inputs(5, 4, 64, 96, 2, "bf16", "fp8_w8a8", device=DEVICE, block_shape=[32, 32],
                           seed=seed_for("fast", "zero-scale"))
     s1 = inp.quant.w1_scale

@@ -25,7 +25,7 @@ from moeplan.errors import QuantError  # noqa: E402
 from moeplan.kernels import (  # noqa: E402
     MoeRunner, dequantize_weight, fused_experts, fused_experts_ref, make_moe_inputs, quantize_weights,
 )
-from moeplan.kernels.fused_moe import _e2m1_to_f32, _e8m0_to_f32  # noqa: E402
+from moeplan.kernels.moe_gemm import _e2m1_to_f32, _e8m0_to_f32  # noqa: E402
 from moeplan.kernels.quantize import (  # noqa: E402
     E2M1_VALUES, SCHEMES, e2m1_decode, e2m1_encode, e8m0_to_float, pack_fp4, unpack_fp4,
 )

@@ -2,7 +2,8 @@
 
 Modules (one op each, a pure-torch reference beside it):
   align       sort (token, slot) pairs by expert, pad to BLOCK_SIZE_M tiles
-  fused_moe   the grouped GEMM kernel, its launcher, and the layer `fused_experts`
+  moe_gemm    the grouped GEMM kernel and its launcher
+  fused_moe   the layer `fused_experts` (align, GEMMs, activation, top-k sum), its fast variant
   activation  gated activation (silu / gelu / swigluoai), fused activation quantization
   quantize    weight quantization for every scheme (engine layouts), activation quant
   reference   `fused_experts_ref`, the float32 layer
@@ -16,7 +17,7 @@ from importlib import import_module
 
 _EXPORTS = {
     "fused_experts": "fused_moe",
-    "invoke_moe_gemm": "fused_moe",
+    "invoke_moe_gemm": "moe_gemm",
     "LayerPlan": "fused_moe",
     "CHUNK_TOKENS": "fused_moe",
     "moe_align_block_size": "align",

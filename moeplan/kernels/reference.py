@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from moeplan.kernels.activation import act_and_mul_ref
-from moeplan.kernels.fused_moe import gemm_quant
+from moeplan.kernels.moe_gemm import gemm_quant
 from moeplan.kernels.quantize import dequantize_activation_ref, dequantize_weight, quantize_activation_ref
 from moeplan.quant import QuantConfig
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from moeplan.engine import ENGINE_BATCH_SIZES, NEWEST, get_profile  # noqa: F401 - batch sizes re-exported
+from moeplan.engine import NEWEST, get_profile
 from moeplan.errors import TableError, TuneError
 from moeplan.kernel_config import KNOBS, KernelConfig, default_config
 from moeplan.plan import Resolution, TableSpec
@@ -26,7 +26,8 @@ from moeplan.tables import TuningTable, atomic_write_text, load_table, merge_tab
 from moeplan.tune.checkpoint import Checkpoint, Record, ResultStore
 from moeplan.tune.routing import DEFAULT_DRAWS, POOL_VERSION, RoutingSpec, make_pools, routing_stats
 from moeplan.tune.search import SearchParams, Strategy, make_strategy
-from moeplan.tune.space import OPERAND_BYTES, SearchSpace, ShapeInfo
+from moeplan.launch import OPERAND_BYTES
+from moeplan.tune.space import SearchSpace, ShapeInfo
 from moeplan.tune.worker import Task, WorkerPool
 
 # Nominal H100 SXM5 numbers (datasheet, dense): used when nothing was measured.

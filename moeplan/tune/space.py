@@ -31,7 +31,7 @@ from typing import Iterable, Optional, Sequence
 from moeplan.engine import NEWEST, PROFILES, EngineProfile
 from moeplan.errors import TuneError
 from moeplan.kernel_config import KNOBS, KernelConfig
-from moeplan.launch import OPERAND_BYTES, SM90_SMEM_BYTES, ShapeInfo  # noqa: F401 - re-exported
+from moeplan.launch import SM90_SMEM_BYTES, ShapeInfo
 from moeplan.launch import effective_block_k as _launch_block_k
 from moeplan.launch import max_m_tiles as _launch_m_tiles
 from moeplan.launch import smem_bytes as _launch_smem
