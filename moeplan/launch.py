@@ -112,19 +112,17 @@ class Launch:
     ep_drop: bool  # non-local pairs dropped by align (an expert map and a "drop" profile)
     padded_rows: int  # P: rows of sorted_token_ids (the grid's M extent is P // BM)
     align_experts: int  # experts align sorts into (local when dropping, global when padding)
-    block_k1: int  # effective BLOCK_SIZE_K of GEMM1 (reduction K)
-    block_k2: int  # ... of GEMM2 (reduction N)
-    smem: int  # shared-memory estimate of one program
 
     @property
     def m_tiles(self) -> int:
         return self.padded_rows // self.block_m
 
 
-def plan_launch(profile: EngineProfile, shape: ShapeInfo, M: int, block_m: int, block_n: int, block_k: int,
-                num_stages: int, capability: Optional[tuple[int, int]] = None,
+def plan_launch(profile: EngineProfile, shape: ShapeInfo, M: int, block_m: int, block_n: int,
+                capability: Optional[tuple[int, int]] = None,
                 swap: Optional[bool] = None, naive: Optional[bool] = None) -> Launch:
-    """The launch of (BM, BN, BK, stages) at batch M under `profile` on a device of `capability`.
+    """The row plan and tile orientation of a (BM, BN) launch at batch M under `profile` on a
+    device of `capability` (the effective BLOCK_SIZE_K and shared memory: the functions above).
 
     `swap` forces the operand swap on or off (tests, and the CPU interpreter, which has no
     compute capability); `naive` likewise the naive assignment; None applies the profile's rule.
@@ -141,12 +139,9 @@ def plan_launch(profile: EngineProfile, shape: ShapeInfo, M: int, block_m: int, 
         P = T * block_m
     else:
         P = max_padded_rows(T, align_experts, block_m)
-    blk = shape.w8a8_block
-    bk = effective_block_k(block_k, blk)
-    return Launch(block_m, naive, bool(swap), drop, P, align_experts, bk, bk,
-                  smem_bytes(block_m, block_n, block_k, num_stages, shape))
+    return Launch(block_m, naive, bool(swap), drop, P, align_experts)
 
 
 def max_m_tiles(M: int, shape: ShapeInfo, block_m: int, profile: EngineProfile) -> int:
     """Upper bound on the M tiles the kernel's grid has for M tokens under `profile`."""
-    return plan_launch(profile, shape, M, block_m, 64, 64, 1).m_tiles
+    return plan_launch(profile, shape, M, block_m, 64).m_tiles

@@ -247,8 +247,8 @@ class LayerPlan:
         fixed = {} if variant == "faithful" else dict(swap=False, naive=False)
         if variant == "faithful" and swap_ab is not None:
             fixed["swap"] = swap_ab
-        self.launch = plan_launch(self.engine, s.info(quant), s.M, BM, int(config["BLOCK_SIZE_N"]),
-                                  int(config["BLOCK_SIZE_K"]), int(config["num_stages"]), capability, **fixed)
+        self.launch = plan_launch(self.engine, s.info(quant), s.M, BM, int(config["BLOCK_SIZE_N"]), capability,
+                                  **fixed)
         if self.launch.swap and not (quant is not None and quant.use_fp8_w8a8):
             raise ValueError("the operand swap is an fp8_w8a8 launch rule; this layer is "
                              f"{quant.scheme if quant is not None else 'unquantized'}")
