@@ -220,6 +220,11 @@ RESOLVE += [_case("resolve", ["resolve", "tiny", *opts], n) for opts, n in [
     (["--batch-size", "abc"], "'abc'"), (["--batch-size", "1" + "0" * 30], "1" + "0" * 30),
     (["--tuned-dir", ""], "--tuned-dir ''"), (["--tuned-dir", "a\x1bb"], "a\\x1bb"),
     (["--tuned-dir", "x" * 5000], "too long"), (["--bogus"], "--bogus"), (["--json=maybe"], "--json"),
+    # engine profiles and the engine's shipped-table folder
+    (["--engine", "vllm-9"], "'vllm-9'"), (["--engine", ""], "--engine ''"), (["--engine", "vllm-0.33\x1b[2J"], "\\x1b"),
+    (["--engine", "[bold]vllm[/bold]"], "'[bold]vllm[/bold]'"), (["--engine-configs", ""], "--engine-configs ''"),
+    (["--engine-configs", "missing-folder"], "missing-folder"), (["--engine-configs", "binary.json"], "binary.json"),
+    (["--engine-configs", "a\x1bb"], "a\\x1bb"), (["--engine-configs", "x" * 5000], "too long"),
 ]]
 
 MODELS = [_case("models", ["models", *opts], n) for opts, n in [
@@ -300,6 +305,7 @@ TUNE += [_case("tune", _tune(*opts), n) for opts, n in [
     (["--compile-threads", "-1"], "--compile-threads -1"), (["--compile-threads", "1000"], "1000"),
     (["--compile-threads", "abc"], "'abc'"),
     (["--dtype", "nvfp4"], "--dtype nvfp4"), (["--bogus"], "--bogus"),
+    (["--engine", "vllm-9"], "'vllm-9'"), (["--engine", ""], "--engine ''"), (["--engine", "\x07"], "\\x07"),
 ]]
 TUNE += [_case("tune", [*_tune(), "--out", out], n) for out, n in [  # the last --out wins
     ("o_csv_dir", ".csv' is a folder"), ("o_table_dir", ".json' is a folder"), ("o_ckpt_file", ".moeplan-tune' is a file"),
