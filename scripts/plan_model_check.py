@@ -4,9 +4,9 @@
     PYTHONPATH=. python scripts/plan_model_check.py [--tuned-dir tuned]
 
 For each table in tuned/ with its CSV: model its times the way `plan` does for a table it
-has no CSV for (roofline floor on the H100 x the winner's measured/floor ratio of the most
-similar *other* table: leave-one-out), and print modelled / measured per batch size, plus
-the planner's closed-form floor against the tuner's simulated one.
+has no CSV for (roofline floor on the table's card x the winner's measured/floor ratio of the
+most similar *other* table of the same card: leave-one-out), and print modelled / measured per
+batch size, plus the planner's closed-form floor against the tuner's simulated one.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from moeplan.hardware import Card  # noqa: E402
 from moeplan.models import find_preset  # noqa: E402
+from moeplan.naming import parse_tuning_file_name  # noqa: E402
 from moeplan.parallel import Layout  # noqa: E402
 from moeplan.plan import QuantRequest, resolve  # noqa: E402
 from moeplan.planner import calibration_table, floor_us, parse_tuning_csv, ratio_for  # noqa: E402
@@ -33,7 +34,6 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tuned-dir", default="tuned")
     args = ap.parse_args()
-    card = Card.from_name("NVIDIA H100 80GB HBM3")
     runs = {}
     for csv_path in sorted(Path(args.tuned_dir).glob("E=*.csv")):
         pts = parse_tuning_csv(csv_path.read_text())
@@ -41,11 +41,13 @@ def main() -> int:
     print("| table | from | modelled / measured per M (1, 16, 64, 256, 1024, 4096) | geomean | "
           "planner floor / tuner floor |")
     print("|---|---|---|---:|---:|")
+    device = {n: parse_tuning_file_name(n)["device"] for n in runs}
     for name, (pts, cal) in runs.items():
         alias, layout = SOURCES[(cal.E, cal.N)]
+        card = Card.from_name(device[name])
         spec = next(t for t in resolve(find_preset(alias), layout, QuantRequest(), card.name).tables()
                     if t.file_name == name)
-        others = [c for n, (_, c) in runs.items() if n != name]
+        others = [c for n, (_, c) in runs.items() if n != name and device[n] == device[name]]
         ratios, floors, used = [], [], ""
         for M in sorted(pts):
             p = pts[M]
@@ -59,7 +61,8 @@ def main() -> int:
         shown = ", ".join(f"{v:.2f}" for M, v in ratios if M in (1, 16, 64, 256, 1024, 4096))
         geo = math.exp(sum(math.log(v) for _, v in ratios) / len(ratios))
         fgeo = math.exp(sum(math.log(v) for v in floors) / len(floors))
-        print(f"| {name.split(',device')[0]} | {used.split(',device')[0]} | {shown} | {geo:.2f} | {fgeo:.3f} |")
+        print(f"| {name.split(',device')[0]} {device[name]} | {used.split(',device')[0]} | {shown} | {geo:.2f} | "
+              f"{fgeo:.3f} |")
     return 0
 
 
