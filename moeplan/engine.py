@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from moeplan.errors import MoeplanError
+from moeplan.kernel_config import HEURISTICS, KNOBS
 
 # The batch sizes of the engine's tuning script and shipped tables (spec: search_space.md).
 ENGINE_BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 1536, 2048, 3072, 4096)
-
-KNOB_ORDER = ("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M", "num_warps", "num_stages")
 
 # The engine's tuning-script domains (spec: search_space.md), BLOCK_SIZE_M apart.
 _BASE_DOMAINS = {
@@ -36,7 +35,6 @@ _BASE_DOMAINS = {
 
 EP_ALIGN_DROP = "drop"  # non-local (token, slot) pairs get no tile; GEMM2's output is zero-filled
 EP_ALIGN_PAD = "pad"  # all pairs aligned over the global experts; non-local tiles marked -1 (zeros)
-HEURISTICS = ("2025", "2026")  # default-config rules: see kernel_config.default_config
 
 ENGINE_DISTRIBUTION = "vllm"
 ENGINE_CONFIG_SUBDIR = ("vllm", "model_executor", "layers", "fused_moe", "configs")
@@ -82,7 +80,7 @@ class EngineProfile:
     def domains(self) -> dict[str, tuple[int, ...]]:
         """The tuning domain of every knob, in the engine's file order."""
         d = {"BLOCK_SIZE_M": self.block_m, **_BASE_DOMAINS}
-        return {k: d[k] for k in KNOB_ORDER}
+        return {k: d[k] for k in KNOBS}
 
     def uses_swap(self, scheme: str, capability: Optional[tuple[int, int]], block_m: int, block_n: int) -> bool:
         """Whether a launch of this config computes its tiles transposed (both GEMMs alike)."""
@@ -131,6 +129,7 @@ PROFILES: dict[str, EngineProfile] = {
             block_m=(8, 16, 32, 64, 128, 256), heuristic="2026", block_tiles="divides"),
     )
 }
+assert all(p.heuristic in HEURISTICS for p in PROFILES.values())
 NEWEST = max(PROFILES.values(), key=lambda p: p.first).name
 
 

@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 from moeplan.errors import TableError
 
 KNOBS = ("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M", "num_warps", "num_stages")
+HEURISTICS = ("2025", "2026")  # the engine's default-config rules (`default_config`); a profile names one
 
 
 @dataclass(frozen=True, order=True)
@@ -86,8 +87,8 @@ def default_config(
         if M <= E:
             return KernelConfig(16, 32, 64, 1, 4, 3)
         return KernelConfig(64, 64, 32, 8, 4, 3)
-    if heuristic != "2026":
-        raise ValueError(f"unknown default-config heuristic {heuristic!r}; valid: 2025, 2026")
+    if heuristic not in HEURISTICS:
+        raise ValueError(f"unknown default-config heuristic {heuristic!r}; valid: {', '.join(HEURISTICS)}")
     if dtype == "fp8_w8a8" and block_shape is not None and all(block_shape):
         bn, bk = int(block_shape[0]), int(block_shape[1])
         if M <= 8 and bn % 64 == 0:
