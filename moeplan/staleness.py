@@ -103,12 +103,13 @@ def table_status(file_name: str, tuned_dirs: Sequence[str], env: Mapping[str, st
                  inst: Installation) -> TableStatus:
     """Where the engine would find `file_name` (its env folder, the tuned dirs standing in for
     a team's folder, then its own shipped tables), and whether that table is current."""
-    from moeplan.report import find_table
+    from moeplan.report import locate_table
 
-    path, _ = find_table(file_name, tuned_dirs, env)
-    if path is None and engine_dir is not None and os.path.isfile(os.path.join(engine_dir, file_name)):
-        return TableStatus(PRESENT, os.path.join(engine_dir, file_name), (), True)
+    where = locate_table(file_name, tuned_dirs, env, engine_dir)  # resolve's lookup, engine folder last
+    path = where["found"]
     if path is None:
         return TableStatus(MISSING, None)
+    if where["source"] == "engine":
+        return TableStatus(PRESENT, path, (), True)
     reasons = tuple(stale_reasons(path, inst))
     return TableStatus(STALE if reasons else PRESENT, path, reasons)

@@ -35,16 +35,10 @@ def app():
 
 
 @pytest.fixture
-def model(tmp_path):
-    d = tmp_path / "tiny"
-    d.mkdir()
-    (d / "config.json").write_text(json.dumps({
-        "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "num_local_experts": 4,
-        "num_experts_per_tok": 2, "hidden_size": 64, "intermediate_size": 32, "num_hidden_layers": 1,
-        "hidden_act": "silu"}))
+def model(tmp_path, tiny_model):
     space = tmp_path / "space.json"
     space.write_text(json.dumps(SPACE))
-    return d / "config.json", space
+    return tiny_model, space
 
 
 @pytest.fixture(autouse=True)
