@@ -59,6 +59,13 @@ class TuneOptions:
     engine: str = NEWEST  # the engine profile whose kernel rules are measured (moeplan.engine)
 
 
+def compile_weight(cfg: KernelConfig) -> float:
+    """A rough relative cost of compiling cfg: the tile's multiply-adds per warp, times the
+    pipeline stages (ptxas time grows with the unrolled code one thread carries). Only orders
+    the compile queue; never part of a decision."""
+    return cfg.BLOCK_SIZE_M * cfg.BLOCK_SIZE_N * cfg.BLOCK_SIZE_K * cfg.num_stages / cfg.num_warps
+
+
 def kernel_source_hash() -> str:
     """Hash of the kernel package's sources: a changed kernel starts a fresh checkpoint."""
     import moeplan.kernels as k
@@ -286,8 +293,9 @@ class TableJob:
                 for p in points:
                     by_cfg.setdefault(p.config, []).append((p.M, p.phase))
                 tasks = []
-                for cfg, pts in by_cfg.items():
-                    tasks.append(Task(next_id[0], cfg, sorted(pts)))
+                # heaviest compiles first: a large tile queued last would keep the round open alone
+                for cfg in sorted(by_cfg, key=lambda c: (-compile_weight(c), c)):
+                    tasks.append(Task(next_id[0], cfg, sorted(by_cfg[cfg])))
                     next_id[0] += 1
                 set_total(len(points))
                 n_round = getattr(self, "_rounds", 0) + 1

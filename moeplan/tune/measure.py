@@ -33,7 +33,7 @@ import statistics
 import threading
 import time
 import zlib
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Optional
 
@@ -216,6 +216,7 @@ class Bench:
         self.compile_threads = 0 if self.interpret else int(job.get("compile_threads", 0))
         self._pool = ThreadPoolExecutor(self.compile_threads) if self.compile_threads > 0 else None
         self._precompiled: dict[KernelConfig, Future] = {}
+        self._submitted: dict[KernelConfig, float] = {}  # when each compile-ahead pass was queued
         self._precompile_broken: Optional[str] = None
         self._enqueue_ms_per_iter = 0.1
         self.requeued = 0  # timed batches queued again because the host fell behind the spin kernel
@@ -243,6 +244,25 @@ class Bench:
         if self._pool is None or self._precompile_broken or cfg in self._precompiled:
             return
         self._precompiled[cfg] = self._pool.submit(self._compile_only, cfg, sorted(set(Ms)))
+        self._submitted[cfg] = time.monotonic()
+
+    def compiled(self, cfg: KernelConfig) -> bool:
+        """True when measuring cfg would not wait for its compile-ahead pass (done, failed or none)."""
+        fut = self._precompiled.get(cfg)
+        return fut is None or fut.done()
+
+    def compiling_for(self, cfg: KernelConfig) -> float:
+        """Seconds since cfg's compile-ahead pass was queued (0 when it has none)."""
+        t = self._submitted.get(cfg)
+        return 0.0 if t is None or self.compiled(cfg) else time.monotonic() - t
+
+    def wait_compiled(self, cfgs: list[KernelConfig], timeout: float) -> None:
+        """Block until one of cfgs' compile-ahead passes finishes, or `timeout` seconds."""
+        futs = [f for f in (self._precompiled.get(c) for c in cfgs) if f is not None]
+        if futs:
+            wait(futs, timeout=timeout, return_when=FIRST_COMPLETED)
+        else:
+            time.sleep(timeout)
 
     def _compile_only(self, cfg: KernelConfig, Ms: list[int]):
         torch = self.torch
@@ -283,6 +303,7 @@ class Bench:
 
     def forget(self, cfg: KernelConfig) -> None:
         self._precompiled.pop(cfg, None)
+        self._submitted.pop(cfg, None)
 
     # ---- one point ------------------------------------------------------------------------
     def _fault(self, cfg: KernelConfig, phase: str) -> None:

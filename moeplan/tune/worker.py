@@ -50,6 +50,26 @@ def bench_job(job: dict) -> dict:
     return {**job, "routing_path": io.BytesIO(job["routing_bytes"])}
 
 
+# A queued config whose compile-ahead pass has run this long is begun even while it is still
+# compiling, so that the parent's per-point deadline covers a compile that never ends.
+STALLED_COMPILE_S = 60.0
+
+
+def _next_task(queue: deque, bench) -> Optional[int]:
+    """Index of the queued task to measure next: the first (oldest) whose compile is done.
+
+    Measuring in arrival order would make the GPU wait for every slow compile at the head of
+    the queue (the largest tiles take tens of seconds) while later configs sit compiled; the
+    records do not depend on the order, so the GPU takes whatever is ready. None: nothing is
+    ready yet (the caller waits briefly and asks again)."""
+    for i, (_, cfg, _) in enumerate(queue):
+        if bench.compiled(cfg):
+            return i
+    if queue and bench.compiling_for(queue[0][1]) > STALLED_COMPILE_S:
+        return 0
+    return None
+
+
 def worker_main(conn, gpu: Optional[int], job: dict, restart_every: int) -> None:  # pragma: no cover - subprocess
     if job.get("interpret"):
         os.environ["TRITON_INTERPRET"] = "1"
@@ -82,7 +102,12 @@ def worker_main(conn, gpu: Optional[int], job: dict, restart_every: int) -> None
                     cfg = KernelConfig.from_dict(cfgd)
                     queue.append((tid, cfg, pts))
                     bench.precompile(cfg, [m for m, ph in pts if ph != "check"])
-            tid, cfg, pts = queue.popleft()
+            i = _next_task(queue, bench)
+            if i is None:
+                bench.wait_compiled([c for _, c, _ in queue], timeout=0.05)
+                continue  # a compile finished, a message may have come, or the wait timed out
+            tid, cfg, pts = queue[i]
+            del queue[i]
             conn.send(("begin", tid))
             for M, phase in pts:
                 res = bench.measure(cfg, int(M), phase)
