@@ -34,6 +34,15 @@ INTERPRETER_DEVICE = "cpu_interpreter"  # the only device name an --interpret ru
 _UINT_RE = re.compile(r"[0-9]{1,9}")  # ASCII digits only: str.isdigit() also takes '²'
 
 
+
+def usable_cpus() -> int:
+    """Cores this process may run on (taskset / cgroup cpusets), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 2
+
+
 def parse_batch_sizes(text: Optional[str]) -> list[int]:
     if text is None:
         return list(ENGINE_BATCH_SIZES)
@@ -188,7 +197,7 @@ def tune(
     seed: int = typer.Option(0, "--seed", help="Seed of weights, inputs and routing draws."),
     point_timeout: float = typer.Option(120.0, "--point-timeout", help="Seconds one measurement may take before its worker is killed."),
     restart_every: int = typer.Option(400, "--restart-every", help="Restart a worker after this many configs (bounds memory)."),
-    compile_threads: Optional[int] = typer.Option(None, "--compile-threads", help="CPU threads per GPU worker compiling configs ahead (default: cores / GPUs - 1)."),
+    compile_threads: Optional[int] = typer.Option(None, "--compile-threads", help="CPU threads per GPU worker compiling configs ahead (default: usable cores / GPUs - 1)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     matrix: Optional[str] = typer.Option(None, "--matrix", help="Tune every missing table of this matrix file (see `moeplan matrix`) instead of one MODEL; a run with nothing missing does nothing."),
     shard: Optional[str] = typer.Option(None, "--shard", help="With --matrix: only shard I/N of its tables (as `moeplan matrix --shard`)."),
@@ -287,7 +296,7 @@ def tune(
             raise TuneError(f"--device-name {shown(device_name)} does not match the GPU being tuned ({actual!r}); "
                             "omit it or pass the GPU's name")
         dev = actual
-        threads = compile_threads if compile_threads is not None else max(1, (os.cpu_count() or 2) // len(gpu_list) - 1)
+        threads = compile_threads if compile_threads is not None else max(1, usable_cpus() // len(gpu_list) - 1)
 
     if fleet is None:
         res = resolution_from_options(model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel,
