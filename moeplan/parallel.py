@@ -183,8 +183,3 @@ def check_layout(layout: Layout, num_experts: int, intermediate_size: int,
             raise LayoutError(
                 f"per-device intermediate size {n_local} is not divisible by weight quantization block_k = {bk}; "
                 f"use a layout with N a multiple of {bk}")
-
-
-def per_device_n(intermediate_size: int, ranks: DeviceRanks) -> int:
-    """N of the tuning-file name for this device: the intermediate size per MoE TP shard."""
-    return intermediate_size // ranks.tp_size

@@ -250,7 +250,6 @@ def quantize_weights(
     s = scheme.lower()
     if s in ("bf16", "fp16", "fp32", "bfloat16", "float16", "float32"):
         return w1, w2, quant_for_scheme("bf16", w1_bias=w1_bias, w2_bias=w2_bias)
-    bias = dict(w1_bias=w1_bias, w2_bias=w2_bias)
     if s in ("fp8_w8a8", "int8_w8a8"):
         qdtype = FP8_DTYPE if s == "fp8_w8a8" else torch.int8
         if block_shape is not None:

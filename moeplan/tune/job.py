@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 from moeplan.engine import NEWEST, get_profile
 from moeplan.errors import TableError, TuneError
-from moeplan.kernel_config import KNOBS, KernelConfig, default_config
+from moeplan.kernel_config import KernelConfig, default_config
 from moeplan.plan import Resolution, TableSpec
 from moeplan.tables import TuningTable, atomic_write_text, load_table, merge_tables, write_table
 from moeplan.tune.checkpoint import Checkpoint, Record, ResultStore

@@ -1,11 +1,11 @@
-"""Summaries of a tuning run: a rich table for the terminal and markdown for reports."""
+"""Summaries of a tuning run: the rich table printed after each table is tuned."""
 
 from __future__ import annotations
 
 import math
 from typing import Iterable, Optional
 
-from moeplan.tune.job import SummaryRow, TableOutcome
+from moeplan.tune.job import TableOutcome
 
 
 def _fmt(v: Optional[float], spec: str = ".1f", suffix: str = "") -> str:
@@ -40,13 +40,3 @@ def rich_summary(outcome: TableOutcome):
                  f"floor = max(bytes/bandwidth, flops/peak), {outcome.ceilings_source}")
     t.caption_justify = "left"
     return t
-
-
-def markdown_rows(rows: list[SummaryRow]) -> str:
-    out = ["| M | winner (BM/BN/BK/G/warps/stages) | time us | default us | speed-up | floor us | of roofline |",
-           "|---:|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        out.append(f"| {r.M} | {r.winner.short() if r.winner else r.status} | {_fmt(r.time_us)} | "
-                   f"{_fmt(r.default_us)} | {_fmt(r.speedup, '.2f', 'x')} | {_fmt(r.floor_us)} | "
-                   f"{_fmt(None if r.roofline is None else 100 * r.roofline, '.0f', '%')} |")
-    return "\n".join(out)
