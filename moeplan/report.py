@@ -227,7 +227,8 @@ def print_resolution(data: dict) -> None:
     console_.print(dev)
     if any(d["use_all2all_kernels"] for d in data["devices"]):
         console_.print(f"all-to-all kernels: on (backend {lay['all2all_backend']})")
-    qt = Table(title=f"quantization: {q['scheme']}, config name {q['config_name'] or 'None'}")
+    in_name = f"dtype={q['config_name']}" if q["config_name"] else "no dtype="
+    qt = Table(title=f"quantization: {q['scheme']} (file names: {in_name})")
     for col in ("operand", "dtype", "group", "scale shape"):
         qt.add_column(col)
     for op in ("a1", "a2", "w1", "w2"):

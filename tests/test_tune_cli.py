@@ -15,10 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from moeplan.cli_tune import register
 from moeplan.kernel_config import KNOBS
 
 TABLE = "E=4,N=32,device_name=cpu_interpreter.json"  # --interpret runs name their tables so
@@ -29,9 +27,9 @@ SPACE = {"BLOCK_SIZE_M": [16, 32], "BLOCK_SIZE_N": [32, 64], "BLOCK_SIZE_K": [32
 
 @pytest.fixture
 def app():
-    a = typer.Typer()
-    register(a)
-    return a
+    from moeplan.cli import app as real_app  # the installed command's app: its error handling included
+
+    return real_app
 
 
 @pytest.fixture
@@ -136,24 +134,12 @@ def test_faults_gate_crash_compile_timeout(app, model, tmp_path, monkeypatch):
     assert len(df[df.config == "M16/N32/K32/G1/w4/s3"]) == 1
 
 
-RUNNER = """
-import sys, typer
-from moeplan.cli_tune import register
-app = typer.Typer()
-register(app)
-if __name__ == "__main__":
-    app()
-"""
-
-
 @pytest.mark.interpreter  # runs the real kernel in the CPU interpreter, GPU or not
 def test_resume_after_kill_gives_the_same_table(app, model, tmp_path):
-    script = tmp_path / "run_tune.py"
-    script.write_text(RUNNER)
     killed = tmp_path / "killed"
     env = dict(os.environ, MOEPLAN_TUNE_TIMER="model", MOEPLAN_TUNE_FAULT="slow@*",
                PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    p = subprocess.Popen([sys.executable, str(script), *tune_args(model, killed, sizes="2,8,32")], env=env,
+    p = subprocess.Popen([sys.executable, "-m", "moeplan", *tune_args(model, killed, sizes="2,8,32")], env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 90
     records = None
