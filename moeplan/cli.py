@@ -180,6 +180,7 @@ def _register_tuner() -> None:
 
 try:
     _register_tuner()
+    __import__("moeplan.cli_tables").cli_tables.register(app)  # show, verify
     __import__("moeplan.cli_fleet").cli_fleet.register(app)  # matrix, diff
     __import__("moeplan.cli_plan").cli_plan.register(app)  # plan, report
 except KeyboardInterrupt:
