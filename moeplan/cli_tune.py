@@ -34,7 +34,6 @@ INTERPRETER_DEVICE = "cpu_interpreter"  # the only device name an --interpret ru
 _UINT_RE = re.compile(r"[0-9]{1,9}")  # ASCII digits only: str.isdigit() also takes '²'
 
 
-
 def usable_cpus() -> int:
     """Cores this process may run on (taskset / cgroup cpusets), not the host's count."""
     try:

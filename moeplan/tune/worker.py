@@ -2,7 +2,8 @@
 
 Protocol over one duplex pipe per worker (parent -> worker):
   ("task", task_id, config_dict, [[M, phase], ...])   queued; the worker compiles queued
-                                                      tasks ahead on its CPU threads
+                                                      tasks ahead on its CPU threads and
+                                                      measures whichever is compiled first
   ("stop",)
 (worker -> parent):
   ("ready", facts)            after set-up (weights, inputs, routing pools)
