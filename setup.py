@@ -2,7 +2,7 @@
 
 `configs/` and `tuned/` stay at the top of the repository (that is where people edit them);
 a wheel (and so `pip install .` and pipx) gets copies under `moeplan/_data/`, which
-`moeplan.paths` finds. Editable installs read the checkout's folders directly, so nothing is
+`moeplan.base.paths` finds. Editable installs read the checkout's folders directly, so nothing is
 copied for them. Everything else is in pyproject.toml.
 """
 

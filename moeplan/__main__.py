@@ -1,3 +1,3 @@
-from moeplan.cli import main
+from moeplan.cli.app import main
 
 main()

@@ -98,7 +98,7 @@ def short(c: dict) -> str:
 
 
 def default_cfg(spec: Spec, M: int) -> dict:
-    from moeplan.kernel_config import default_config
+    from moeplan.engines.vllm import default_config
     dtype = "fp8_w8a8" if spec.scheme == "fp8_w8a8" else None
     return default_config(M, spec.E, spec.N, spec.K, spec.topk, dtype=dtype, block_shape=spec.block_shape).to_dict()
 
@@ -197,7 +197,7 @@ def fake_inputs(spec: Spec, M: int):
     """Right shapes/dtypes with cheap contents: enough to compile every kernel variant."""
     import torch
     from moeplan.kernels.inputs import MoeInputs, make_routing
-    from moeplan.quant import quant_for_scheme
+    from moeplan.layout.quant import quant_for_scheme
     E, N, K = spec.E, spec.N, spec.K
     d = "cuda"
     x = torch.randn((M, K), device=d, dtype=torch.bfloat16)

@@ -148,7 +148,7 @@ def run_groups(ref: pd.DataFrame, engine: str, interpret: bool, reps: int, round
                threads: int = 12) -> pd.DataFrame:
     import torch
 
-    from moeplan.kernel_config import KernelConfig
+    from moeplan.engines.knobs import KernelConfig
     device = "cpu" if interpret else "cuda"
     rows = []
     for (shape, M), grp in ref.groupby(["shape", "M"], sort=False):
@@ -225,7 +225,7 @@ def main(argv=None) -> int:
     ap.add_argument("--merge", nargs="*", default=None, help="part CSVs to merge into the report")
     ap.add_argument("--interpret", action="store_true", help="CPU interpreter, tiny stand-in shapes (checks only)")
     a = ap.parse_args(argv)
-    from moeplan.engine import NEWEST, get_profile
+    from moeplan.engines.registry import NEWEST, get_profile
     engine = get_profile(a.engine or NEWEST).name
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,9 +4,9 @@
     python scripts/gen_presets.py [--reference PATH] [--out DIR] [--check]
 
 Reads ``../shared/reference/moe_models.json`` (36 checkpoints), normalises each entry
-into the preset format that ``moeplan.models.spec_from_preset`` reads, applies the
+into the preset format that ``moeplan.model.spec.spec_from_preset`` reads, applies the
 data fixes listed in ``FIXES`` (each documented in the preset's ``notes``), validates
-every preset through moeplan.models, and writes one file per alias. Deterministic and
+every preset through moeplan.model, and writes one file per alias. Deterministic and
 idempotent: unchanged files are not rewritten, stale ``*.json`` files are removed.
 ``--check`` writes nothing and exits 1 if anything would change.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from moeplan.models import ModelSpec, spec_from_preset  # noqa: E402
+from moeplan.model.spec import ModelSpec, spec_from_preset  # noqa: E402
 
 DEFAULT_REFERENCE = ROOT.parent / "shared" / "reference" / "moe_models.json"
 DEFAULT_OUT = ROOT / "configs"

@@ -18,12 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from moeplan.hardware import Card  # noqa: E402
-from moeplan.models import find_preset  # noqa: E402
-from moeplan.naming import parse_tuning_file_name  # noqa: E402
-from moeplan.parallel import Layout  # noqa: E402
-from moeplan.plan import QuantRequest, resolve  # noqa: E402
-from moeplan.planner import calibration_table, floor_us, parse_tuning_csv, ratio_for  # noqa: E402
+from moeplan.planner.hardware import Card  # noqa: E402
+from moeplan.model.spec import find_preset  # noqa: E402
+from moeplan.engines.vllm import parse_tuning_file_name  # noqa: E402
+from moeplan.layout.parallel import Layout  # noqa: E402
+from moeplan.layout.resolve import QuantRequest, resolve  # noqa: E402
+from moeplan.planner.plan import calibration_table, floor_us, ratio_for  # noqa: E402
+from moeplan.tables.measurements import parse_tuning_csv
 
 # table shape -> (preset, layout) that needs it
 SOURCES = {(8, 7168): ("mixtral-8x7b", Layout(tp=2)), (128, 768): ("qwen3-30b-a3b", Layout()),

@@ -36,8 +36,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from moeplan.cli_common import resolution_from_options
-    from moeplan.tables import load_table
+    from moeplan.layout.resolve import resolution_from_options
+    from moeplan.tables.table import load_table
     from moeplan.tune.job import TableJob, TuneOptions
     from moeplan.tune.measure import Bench
     from moeplan.tune.space import engine_space

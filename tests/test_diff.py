@@ -5,9 +5,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from moeplan.cli import app
-from moeplan.kernel_config import KernelConfig
-from moeplan.tables import TuningTable, write_table
+from moeplan.cli.app import app
+from moeplan.engines.knobs import KernelConfig
+from moeplan.tables.table import TuningTable, write_table
 
 runner = CliRunner()
 NAME = "E=8,N=7168,device_name=NVIDIA_H100_80GB_HBM3.json"

@@ -12,9 +12,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from moeplan.cli import app
-from moeplan.engine import NEWEST, PROFILES, EngineError, choose_profile, engine_config_dir, get_profile
-from moeplan.kernel_config import default_config
+from moeplan.cli.app import app
+from moeplan.engines.registry import NEWEST, PROFILES, choose_profile, get_profile
+from moeplan.engines.profile import EngineError
+from moeplan.engines.vllm import engine_config_dir
+from moeplan.engines.vllm import default_config
 
 DSV3_TP8 = "E=256,N=256,device_name=NVIDIA_H200,dtype=fp8_w8a8,block_shape=[128,128].json"
 TABLE = {"triton_version": "3.6.0", "1": {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 128,

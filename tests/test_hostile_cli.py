@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from moeplan.cli import app
+from moeplan.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[1]
 KNOBS = ("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M", "num_warps", "num_stages")
@@ -337,7 +337,7 @@ def workdir(hostile, monkeypatch):
     monkeypatch.delenv("MOEPLAN_PRESETS_DIR", raising=False)
     # `tiny` as a model reference is the good tiny config.json folder in the working folder
 
-    import moeplan.models as models
+    import moeplan.model.spec as models
     from moeplan.tune import job
 
     def reached(*_a, **_k):  # a hostile case got past validation: fail loudly, measure nothing

@@ -13,9 +13,9 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from moeplan import safeio
-from moeplan.cli import app
-from moeplan.errors import InputError, TuneError
+from moeplan.base import safeio
+from moeplan.cli.app import app
+from moeplan.base.errors import InputError, TuneError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "num_local_experts": 4,
@@ -87,7 +87,7 @@ def test_ctrl_c_during_start_up_says_interrupted():
 
 
 def test_ctrl_c_in_a_command_says_interrupted(monkeypatch):
-    import moeplan.cli_common as cc
+    import moeplan.layout.resolve as cc
 
     def interrupt(_):
         raise KeyboardInterrupt
@@ -171,7 +171,7 @@ def test_models_prints_preset_names_literally(tmp_path):
                   shared_expert_intermediate_size=None, num_hidden_layers=1, num_moe_layers=1, activation="silu",
                   expert_bias=False, quantization=None)
     (tmp_path / "tiny.json").write_text(json.dumps(preset))
-    from moeplan.models import clear_preset_cache
+    from moeplan.model.spec import clear_preset_cache
     clear_preset_cache()
     r = CliRunner().invoke(app, ["models"], env={"MOEPLAN_PRESETS_DIR": str(tmp_path)})
     clear_preset_cache()
@@ -187,8 +187,8 @@ def test_models_prints_preset_names_literally(tmp_path):
     ("GROUP_SIZE_M", 64, True), ("GROUP_SIZE_M", 65, False), ("num_warps", 16, True), ("num_warps", 3, False),
     ("num_stages", 5, True), ("num_stages", 6, False), ("num_stages", 999, False)])
 def test_verify_strict_checks_knobs_against_the_engine(tmp_path, knob, value, ok):
-    from moeplan.tables import TuningTable
-    from moeplan.kernel_config import KernelConfig
+    from moeplan.tables.table import TuningTable
+    from moeplan.engines.knobs import KernelConfig
     name = "E=4,N=32,device_name=NVIDIA_H100_80GB_HBM3.json"
     text = TuningTable({1: KernelConfig(**dict(ENTRY, **{knob: value}))}, "3.6.0").to_json()
     (tmp_path / name).write_text(text)

@@ -49,7 +49,7 @@ def installed(tmp_path_factory):
 def run_cli(installed, *args):
     site, work = installed
     boot = ("import sys; sys.path[:0] = [sys.argv.pop(1), sys.argv.pop(1)]; sys.argv[0] = 'moeplan'; "
-            "from moeplan.cli import main; main()")
+            "from moeplan.cli.app import main; main()")
     return subprocess.run([sys.executable, "-S", "-c", boot, str(site), sysconfig.get_paths()["purelib"], *args],
                           capture_output=True, text=True, cwd=work, timeout=120)
 

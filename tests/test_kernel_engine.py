@@ -17,7 +17,7 @@ _CUDA = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
 if not _CUDA:
     os.environ["TRITON_INTERPRET"] = "1"
 
-from moeplan.engine import PROFILES  # noqa: E402
+from moeplan.engines.registry import PROFILES  # noqa: E402
 from moeplan.kernels import MoeRunner, fused_experts, fused_experts_ref, make_moe_inputs  # noqa: E402
 from moeplan.kernels.align import moe_align_block_size, moe_align_block_size_torch  # noqa: E402
 from moeplan.kernels.fused_moe import LayerPlan, LayerShape  # noqa: E402
@@ -227,7 +227,7 @@ def test_launcher_and_pruner_agree(block, engine):
     # one launch geometry: the tuner's effective BLOCK_SIZE_K and M-tile count are what the
     # launcher runs, for non-square blocks too (the pruner used to clamp to bk, the launcher
     # to min(block)), under naive, aligned and EP-dropped row plans
-    from moeplan.kernel_config import KernelConfig
+    from moeplan.engines.knobs import KernelConfig
     from moeplan.kernels.moe_gemm import effective_block_k as launcher_bk
     from moeplan.kernels.moe_gemm import gemm_quant
     from moeplan.tune.space import SearchSpace, effective_block_k, max_m_tiles

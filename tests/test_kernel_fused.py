@@ -170,7 +170,7 @@ def test_chunking_matches_single_pass(scheme, kw):
 
 def test_default_config_and_kernelconfig():
     # config=None uses the engine's default heuristic; a KernelConfig is accepted too
-    from moeplan.kernel_config import KernelConfig
+    from moeplan.engines.knobs import KernelConfig
     inp = make_moe_inputs(3, 4, 24, 40, 2, "fp16", device=DEVICE, seed=seed_for("default"))
     ref = fused_experts_ref(*inp[:5])
     check_close(fused_experts(*inp[:5]), ref, "fp16", "default config")
@@ -226,7 +226,7 @@ def test_quantize_weights_roundtrip():
 def test_config_without_launch_options():
     # a table entry of only the block knobs (older tables / hand-written configs) runs with
     # Triton's launch defaults; unknown extra keys are ignored, a missing block knob is an error
-    from moeplan.errors import TableError
+    from moeplan.base.errors import TableError
     from moeplan.kernels.fused_moe import _config_dict
     inp = make_moe_inputs(5, 4, 24, 40, 2, "bf16", device=DEVICE, seed=seed_for("partial-config"))
     part = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 32, "SPLIT_K": 1}

@@ -21,7 +21,7 @@ if not _CUDA:
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from moeplan.errors import QuantError  # noqa: E402
+from moeplan.base.errors import QuantError  # noqa: E402
 from moeplan.kernels import (  # noqa: E402
     MoeRunner, dequantize_weight, fused_experts, fused_experts_ref, make_moe_inputs, quantize_weights,
 )

@@ -9,9 +9,9 @@ from importlib import metadata
 import pytest
 from typer.testing import CliRunner
 
-from moeplan import matrix as mx
-from moeplan.cli import app
-from moeplan.engine import PROFILES, choose_profile
+from moeplan.fleet import matrix as mx
+from moeplan.cli.app import app
+from moeplan.engines.registry import PROFILES, choose_profile
 
 runner = CliRunner()
 H100 = "NVIDIA H100 80GB HBM3"
@@ -29,7 +29,7 @@ def run(*args):
 
 @pytest.fixture(autouse=True)
 def no_engine(monkeypatch):
-    monkeypatch.setattr("moeplan.engine.engine_config_dir", lambda: None)
+    monkeypatch.setattr("moeplan.engines.vllm.engine_config_dir", lambda: None)
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def test_present_stale_missing_and_the_engine_folder(tmp_path, monkeypatch):
     engine = tmp_path / "engine"
     engine.mkdir()
     (engine / DSV3_EP8).write_text(TABLE % "1.0")  # the engine's own table: never judged
-    monkeypatch.setattr("moeplan.engine.engine_config_dir", lambda: str(engine))
+    monkeypatch.setattr("moeplan.engines.vllm.engine_config_dir", lambda: str(engine))
     f = write(tmp_path, f'models = ["mixtral-8x7b", "deepseek-v3"]\ndevices = ["{H100}"]\n'
                         '[[layouts]]\ntp = 2\n[[layouts]]\ntp = 8\n[[layouts]]\ntp = 8\nep = true\n')
     d = matrix_json(f, "--tuned-dir", str(tuned))
@@ -214,8 +214,8 @@ def test_matrix_of_36_presets_6_layouts_3_dtypes_is_fast_and_no_fleet_command_im
 import json, sys, time
 from pathlib import Path
 from typer.testing import CliRunner
-from moeplan.cli import app
-from moeplan.paths import presets_dir
+from moeplan.cli.app import app
+from moeplan.base.paths import presets_dir
 aliases = sorted(p.stem for p in presets_dir().glob("*.json"))
 layouts = [{"tp": 1}, {"tp": 2}, {"tp": 4}, {"tp": 8}, {"tp": 8, "ep": True}, {"tp": 4, "dp": 4, "ep": True}]
 f = Path(sys.argv[1])

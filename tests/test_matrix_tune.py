@@ -9,7 +9,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from moeplan.cli import app
+from moeplan.cli.app import app
 
 pytestmark = pytest.mark.interpreter
 runner = CliRunner()
@@ -23,7 +23,7 @@ SPACE = {"BLOCK_SIZE_M": [16], "BLOCK_SIZE_N": [32, 64], "BLOCK_SIZE_K": [32], "
 @pytest.fixture(autouse=True)
 def model_timer(cost_model_timer, monkeypatch):
     monkeypatch.setenv("VLLM_TUNED_CONFIG_FOLDER", "")
-    monkeypatch.setattr("moeplan.engine.engine_config_dir", lambda: None)
+    monkeypatch.setattr("moeplan.engines.vllm.engine_config_dir", lambda: None)
 
 
 @pytest.fixture

@@ -13,21 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moeplan import models
-from moeplan.errors import ModelError
-from moeplan.models import (
-    CheckpointQuant,
-    ModelSpec,
-    clear_preset_cache,
-    find_preset,
-    list_presets,
-    load_model,
-    model_from_config,
-    parse_quantization_config,
-    preset_rows,
-    read_config_file,
-    spec_from_preset,
-)
+from moeplan.base import paths as models_paths
+from moeplan.model import load as models_load, spec as models_spec
+from moeplan.base.errors import ModelError
+from moeplan.model.checkpoint_quant import CheckpointQuant, parse_quantization_config
+from moeplan.model.spec import ModelSpec, clear_preset_cache, find_preset, list_presets, spec_from_preset
+from moeplan.model.load import load_model, preset_rows
+from moeplan.model.hf_config import model_from_config, read_config_file
 
 REPO = Path(__file__).resolve().parent.parent
 FIX = Path(__file__).resolve().parent / "fixtures" / "configs"
@@ -77,7 +69,7 @@ EXPECTED_ALIASES = [
 
 @pytest.fixture(autouse=True)
 def _fresh_presets(monkeypatch):
-    monkeypatch.delenv(models.PRESETS_ENV, raising=False)
+    monkeypatch.delenv(models_paths.PRESETS_ENV, raising=False)
     clear_preset_cache()
     yield
     clear_preset_cache()
@@ -229,7 +221,7 @@ def test_resolve_case_insensitive(ref, alias):
 def test_preset_rows():
     rows = preset_rows()
     assert [r["alias"] for r in rows] == EXPECTED_ALIASES
-    assert all(list(r) == [k for k, _ in models.PRESET_COLUMNS] for r in rows)
+    assert all(list(r) == [k for k, _ in models_load.PRESET_COLUMNS] for r in rows)
     ds = next(r for r in rows if r["alias"] == "deepseek-v3")
     assert ds == {
         "alias": "deepseek-v3",
@@ -261,7 +253,7 @@ def test_presets_dir_env_override(tmp_path, monkeypatch):
     data = find_preset("mixtral-8x7b").to_preset_dict()
     data.update(alias="tiny-moe", name="me/Tiny-MoE", num_experts=4, top_k=2)
     (tmp_path / "tiny.json").write_text(json.dumps(data))
-    monkeypatch.setenv(models.PRESETS_ENV, str(tmp_path))
+    monkeypatch.setenv(models_paths.PRESETS_ENV, str(tmp_path))
     assert [s.alias for s in list_presets()] == ["tiny-moe"]
     assert load_model("ME/tiny-moe").num_experts == 4
     msg = _error(find_preset, "mixtral-8x7b")
@@ -269,11 +261,11 @@ def test_presets_dir_env_override(tmp_path, monkeypatch):
 
 
 def test_preset_errors(tmp_path, monkeypatch):
-    monkeypatch.setenv(models.PRESETS_ENV, str(tmp_path / "nope"))
+    monkeypatch.setenv(models_paths.PRESETS_ENV, str(tmp_path / "nope"))
     msg = _error(list_presets)
-    assert str(tmp_path / "nope") in msg and models.PRESETS_ENV in msg
+    assert str(tmp_path / "nope") in msg and models_paths.PRESETS_ENV in msg
 
-    monkeypatch.delenv(models.PRESETS_ENV)
+    monkeypatch.delenv(models_paths.PRESETS_ENV)
     base = find_preset("olmoe-1b-7b").to_preset_dict()
     clear_preset_cache()
 
@@ -281,14 +273,14 @@ def test_preset_errors(tmp_path, monkeypatch):
     dup.mkdir()
     (dup / "a.json").write_text(json.dumps(base))
     (dup / "b.json").write_text(json.dumps({**base, "name": "x/y"}))
-    monkeypatch.setenv(models.PRESETS_ENV, str(dup))
+    monkeypatch.setenv(models_paths.PRESETS_ENV, str(dup))
     msg = _error(list_presets)
     assert "olmoe-1b-7b" in msg and "unique" in msg
 
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "a.json").write_text(json.dumps({**base, "top_k": 65}))
-    monkeypatch.setenv(models.PRESETS_ENV, str(bad))
+    monkeypatch.setenv(models_paths.PRESETS_ENV, str(bad))
     clear_preset_cache()
     msg = _error(list_presets)
     assert "a.json" in msg and "top_k=65" in msg and "1..64" in msg
@@ -986,7 +978,7 @@ def test_deepseek_rule_property(E, k, K, N, L, first, freq):
 
 def test_import_is_pure_and_fast():
     code = (
-        "import sys, time; t = time.perf_counter(); import moeplan.models as m; "
+        "import sys, time; t = time.perf_counter(); import moeplan.model.spec as m; "
         "m.find_preset('deepseek-v3'); dt = time.perf_counter() - t; "
         "bad = [x for x in ('torch', 'triton', 'rich', 'typer', 'pandas', 'numpy') if x in sys.modules]; "
         "print(bad, dt)"
@@ -999,11 +991,12 @@ def test_import_is_pure_and_fast():
 
 
 def test_models_source_imports_only_stdlib():
-    src = (REPO / "moeplan" / "models.py").read_text()
-    imports = {
-        line.split()[1].split(".")[0]
-        for line in src.splitlines()
-        if line.startswith(("import ", "from ")) and not line.startswith("from __future__")
-    }
-    assert imports <= {"difflib", "json", "os", "re", "dataclasses", "pathlib", "typing", "moeplan"}
-    assert "from moeplan.errors import ModelError" in src
+    for path in sorted((REPO / "moeplan" / "model").glob("*.py")):
+        src = path.read_text()
+        imports = {
+            line.split()[1].split(".")[0]
+            for line in src.splitlines()
+            if line.startswith(("import ", "from ")) and not line.startswith("from __future__")
+        }
+        assert imports <= {"difflib", "json", "os", "re", "dataclasses", "pathlib", "typing", "moeplan"}, path
+    assert "from moeplan.base.errors import ModelError" in (REPO / "moeplan" / "model" / "spec.py").read_text()

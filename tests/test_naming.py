@@ -2,9 +2,9 @@
 
 import pytest
 
-from moeplan.errors import TableError
-from moeplan.naming import (lookup_candidates, nearest_batch_key, normalize_device_name,
-                            parse_tuning_file_name, tuning_file_name)
+from moeplan.base.errors import TableError
+from moeplan.engines.vllm import (lookup_candidates, nearest_batch_key, normalize_device_name, parse_tuning_file_name,
+                                  tuning_file_name)
 
 
 @pytest.mark.parametrize("raw,norm", [

@@ -3,8 +3,8 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from moeplan.errors import LayoutError
-from moeplan.parallel import Layout, check_layout, device_ranks, expert_map, local_expert_ids
+from moeplan.base.errors import LayoutError
+from moeplan.layout.parallel import Layout, check_layout, device_ranks, expert_map, local_expert_ids
 
 
 def ranks(layout):

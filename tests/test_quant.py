@@ -2,8 +2,8 @@
 
 import pytest
 
-from moeplan import quant as q
-from moeplan.errors import QuantError
+from moeplan.layout import quant as q
+from moeplan.base.errors import QuantError
 
 
 def test_unquantized():

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from moeplan.charts import PNG_SIZE
-from moeplan.cli import app
+from moeplan.planner.report import PNG_SIZE
+from moeplan.cli.app import app
 
 pytest.importorskip("matplotlib")
 

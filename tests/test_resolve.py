@@ -7,8 +7,8 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from moeplan.cli import app
-from moeplan.models import list_presets
+from moeplan.cli.app import app
+from moeplan.model.spec import list_presets
 
 H100 = "NVIDIA H100 80GB HBM3"
 runner = CliRunner()
@@ -101,13 +101,13 @@ def test_unknown_device(monkeypatch):
     d = run_json("resolve", "mixtral-8x7b", "--device-name", "NVIDIA H100 80GB HBM3")
     assert d["layout"]["device_name"] == "NVIDIA_H100_80GB_HBM3"
     # no GPU (nvidia-smi finds none): the device part of the name is unknown and nothing is looked up
-    monkeypatch.setattr("moeplan.cli_common.local_device_name", lambda: None)
+    monkeypatch.setattr("moeplan.base.gpu.local_device_name", lambda: None)
     d = run_json("resolve", "mixtral-8x7b")
     assert d["layout"]["device_name"] is None
     assert d["devices"][0]["tuning_file"] == "E=8,N=14336,device_name=<unknown>.json"
     assert d["devices"][0]["tuning_file_found"] is None and d["tables"][0]["tried"] == []
     # with a GPU present its name is used
-    monkeypatch.setattr("moeplan.cli_common.local_device_name", lambda: "NVIDIA H200")
+    monkeypatch.setattr("moeplan.base.gpu.local_device_name", lambda: "NVIDIA H200")
     assert run_json("resolve", "mixtral-8x7b")["devices"][0]["tuning_file"] == "E=8,N=14336,device_name=NVIDIA_H200.json"
 
 
@@ -214,7 +214,7 @@ def test_models_command():
 
 
 def test_resolve_does_not_import_torch():
-    code = ("import sys; from moeplan.cli import app; from typer.testing import CliRunner; "
+    code = ("import sys; from moeplan.cli.app import app; from typer.testing import CliRunner; "
             "r = CliRunner().invoke(app, ['resolve', 'deepseek-v3', '--tp', '8', '--device-name', 'X', '--json']); "
             "assert r.exit_code == 0, r.output; "
             "bad = [m for m in ('torch', 'triton', 'pandas') if m in sys.modules]; assert not bad, bad")

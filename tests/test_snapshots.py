@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from moeplan import paths
-from moeplan.cli import app
+from moeplan.base import paths
+from moeplan.cli.app import app
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 H100 = "NVIDIA H100 80GB HBM3"

@@ -6,10 +6,10 @@ import stat
 
 import pytest
 
-from moeplan.errors import TableError
-from moeplan.kernel_config import KNOBS, KernelConfig
-from moeplan.tables import (TuningTable, load_table, merge_tables, parse_table, verify_folder, verify_table_text,
-                            write_table)
+from moeplan.base.errors import TableError
+from moeplan.engines.knobs import KNOBS, KernelConfig
+from moeplan.tables.table import TuningTable, load_table, merge_tables, parse_table, write_table
+from moeplan.tables.verify import verify_folder, verify_table_text
 
 NAME = "E=8,N=7168,device_name=NVIDIA_H100_80GB_HBM3.json"
 A = KernelConfig(16, 64, 128, 1, 4, 4)

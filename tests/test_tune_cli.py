@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from moeplan.kernel_config import KNOBS
+from moeplan.engines.knobs import KNOBS
 
 TABLE = "E=4,N=32,device_name=cpu_interpreter.json"  # --interpret runs name their tables so
 CSV = TABLE[:-5] + ".csv"
@@ -27,7 +27,7 @@ SPACE = {"BLOCK_SIZE_M": [16, 32], "BLOCK_SIZE_N": [32, 64], "BLOCK_SIZE_K": [32
 
 @pytest.fixture
 def app():
-    from moeplan.cli import app as real_app  # the installed command's app: its error handling included
+    from moeplan.cli.app import app as real_app  # the installed command's app: its error handling included
 
     return real_app
 

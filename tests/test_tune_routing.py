@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from moeplan.errors import TuneError
-from moeplan.kernel_config import KernelConfig
+from moeplan.base.errors import TuneError
+from moeplan.engines.knobs import KernelConfig
 from moeplan.tune.checkpoint import Checkpoint, Record
 from moeplan.tune.routing import make_pools, parse_routing, routing_stats
 

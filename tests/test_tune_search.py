@@ -6,9 +6,10 @@ import zlib
 
 import pytest
 
-from moeplan.engine import PROFILES
-from moeplan.errors import TuneError
-from moeplan.kernel_config import KernelConfig, default_config
+from moeplan.engines.registry import PROFILES
+from moeplan.base.errors import TuneError
+from moeplan.engines.knobs import KernelConfig
+from moeplan.engines.vllm import default_config
 from moeplan.tune.checkpoint import Record, ResultStore
 from moeplan.tune.search import ExhaustiveSearch, FastSearch, Point, SearchParams, tile_representatives
 from moeplan.tune.space import (SearchSpace, ShapeInfo, engine_space, max_m_tiles, parse_search_space,

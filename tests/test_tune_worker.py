@@ -10,7 +10,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 
-from moeplan.kernel_config import KernelConfig
+from moeplan.engines.knobs import KernelConfig
 from moeplan.tune import worker
 from moeplan.tune.job import compile_weight
 from moeplan.tune.measure import Bench

@@ -29,3 +29,7 @@ class TuneError(MoeplanError):
 
 class InputError(MoeplanError):
     """A value outside its stated range or grammar, or an unreadable input file (moeplan.safeio)."""
+
+
+class PlanError(MoeplanError):
+    """No valid layout, or a bad plan request (or an unreadable measurements CSV)."""

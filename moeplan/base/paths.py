@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 PRESETS_ENV = "MOEPLAN_PRESETS_DIR"
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # moeplan/ (this file is moeplan/base/paths.py)
 BUNDLED_DATA = PACKAGE_DIR / "_data"  # filled by setup.py's build step in wheels
 CHECKOUT_ROOT = PACKAGE_DIR.parent
 DEFAULT_OUT = "tuned"  # where `moeplan tune` writes unless --out says otherwise

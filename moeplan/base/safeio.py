@@ -22,7 +22,7 @@ import re
 import stat
 from typing import Any, Optional
 
-from moeplan.errors import InputError, MoeplanError
+from moeplan.base.errors import InputError, MoeplanError
 
 # ---- limits (the README's "Input rules" lists the same numbers) --------------------------
 

@@ -1,7 +1,10 @@
-"""moeplan's command line: a thin typer shell over the planning library.
+"""moeplan's command line: the typer app, and the one place where errors become one line.
 
-Every MoeplanError (and every usage error) becomes one line on stderr and exit code 2.
-Nothing on the `resolve`/`models` path imports torch or triton.
+Every MoeplanError from the library (and every usage error, and an OSError the input layer did
+not foresee) becomes one line on stderr (`moeplan: error: ...`) and exit code 2, never a
+traceback; Ctrl-C anywhere prints `moeplan: interrupted` and exits 130. The command modules
+beside this one only parse options, call the library and print; this module lists them.
+Nothing on the `resolve`/`models`/`plan`/`matrix` paths imports torch or triton.
 """
 
 from __future__ import annotations
@@ -17,9 +20,7 @@ def _interrupted(*_):
 
 
 try:  # start-up (typer, rich, click) takes most of a short run: Ctrl-C here is reported too
-    import json
     import os
-    from typing import List, Optional
 
     import typer
     from typer.core import TyperGroup
@@ -31,12 +32,22 @@ try:  # start-up (typer, rich, click) takes most of a short run: Ctrl-C here is 
         from click import echo
         from click import exceptions as cx
 
-    from moeplan.cli_common import (All2AllOpt, BlockOpt, DpOpt, DtypeOpt, EngineOpt, EpOpt, ModelArg, PerChannelOpt,
-                                     PerTokenOpt, PlacementOpt, TpOpt, engine_choice, error_line, one_line_errors)
-    from moeplan.errors import MoeplanError
-    from moeplan.safeio import MAX_BATCH, check_int, check_path, shown
+    from moeplan.base.errors import MoeplanError
+    from moeplan.base.safeio import printable, shown
 except KeyboardInterrupt:
     _interrupted()
+
+MAX_ERROR_CHARS = 2000
+
+
+def error_line(message) -> str:
+    """The one stderr line every bad input gets: whitespace runs become one space, and any
+    other control character in it (from user data) is escaped, never written raw; a huge value
+    is cut in the middle, keeping the start that names it and the end that says what is valid."""
+    text = printable(" ".join(str(message).split()))
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[:MAX_ERROR_CHARS // 2] + " [...] " + text[-MAX_ERROR_CHARS // 4:]
+    return "moeplan: error: " + text
 
 
 class _OneLineErrors(TyperGroup):
@@ -58,6 +69,9 @@ class _OneLineErrors(TyperGroup):
             _interrupted()
         except MoeplanError as e:
             _fail(str(e), e.exit_code)
+        except OSError as e:  # a path the file system refuses, past the input layer's checks
+            where = f"{shown(os.fsdecode(e.filename))}: " if e.filename is not None else ""
+            _fail(f"{where}{e.strerror or e}")
         except cx.NoArgsIsHelpError as e:
             echo(e.ctx.get_help())
             sys.exit(0)
@@ -104,85 +118,18 @@ app = typer.Typer(
     help="Plan and autotune fused-MoE inference: per-device layouts, quant configs and tuning tables.",
 )
 
-@app.command()
-@one_line_errors
-def resolve(
-    model: ModelArg,
-    tp: TpOpt = 1,
-    dp: DpOpt = 1,
-    ep: EpOpt = False,
-    placement: PlacementOpt = "linear",
-    all2all_backend: All2AllOpt = "allgather_reducescatter",
-    dtype: DtypeOpt = "auto",
-    block_shape: BlockOpt = None,
-    per_token: PerTokenOpt = False,
-    per_channel: PerChannelOpt = False,
-    device_name: Optional[str] = typer.Option(None, "--device-name", help="GPU name, e.g. 'NVIDIA H100 80GB HBM3' (default: the local GPU's, read with nvidia-smi; unknown without a GPU)."),
-    tuned_dir: List[str] = typer.Option([], "--tuned-dir", help="Folder of tuning tables to look in (repeatable; $VLLM_TUNED_CONFIG_FOLDER is tried first, as the engine does). Default: ./tuned (where tune writes), then moeplan's shipped tables."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Show the table entry (or default config) a batch of M tokens would use."),
-    engine: EngineOpt = None,
-    engine_configs: Optional[str] = typer.Option(None, "--engine-configs", help="The engine's folder of shipped tuning tables (default: found from the installed vllm's package files, never by importing it)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
-):
-    """What every device of a TP/DP/EP layout gets: ranks, experts, N, quant config and tuning file."""
-    from moeplan.cli_common import resolution_from_options
-    from moeplan import report
+try:  # every command, in the order `--help` lists them
+    from moeplan.cli import fleet, plan, resolve, tables, tune
 
-    if batch_size is not None:
-        check_int("--batch-size", batch_size, 1, MAX_BATCH)
-    for d in tuned_dir:
-        check_path("--tuned-dir", d, "a folder of tuning tables")
-    res = resolution_from_options(model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel,
-                                  device_name, all2all_backend)
-    choice = engine_choice(engine)
-    if engine_configs is not None:
-        check_path("--engine-configs", engine_configs, "the engine's configs folder")
-        if not os.path.isdir(engine_configs):
-            raise MoeplanError(f"--engine-configs {engine_configs!r} is not a folder; pass the engine's configs folder "
-                               "(.../vllm/model_executor/layers/fused_moe/configs)")
-        engine_dir, why = engine_configs, "--engine-configs"
-    else:
-        from moeplan.engine import engine_config_dir
-        engine_dir = engine_config_dir()
-        why = "the installed vllm's package" if engine_dir else "vllm not installed; --engine-configs DIR names one"
-    dirs = list(tuned_dir) or report.default_tuned_dirs()
-    data = report.resolution_dict(res, dirs, dict(os.environ), batch_size,
-                                  report.engine_dict(choice, engine_dir, why))
-    if as_json:
-        typer.echo(json.dumps(data, indent=2))
-    else:
-        report.print_resolution(data)
-
-
-@app.command()
-@one_line_errors
-def models(as_json: bool = typer.Option(False, "--json", help="Print the presets as a JSON list.")):
-    """List the model presets (usable as MODEL by resolve and tune)."""
-    from moeplan.models import list_presets, preset_rows
-
-    if as_json:
-        typer.echo(json.dumps([s.to_dict() for s in list_presets()], indent=2))
-        return
-    rows = preset_rows()
-    from moeplan import report
-    report.print_models(rows)
-
-
-def _register_tuner() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("moeplan.cli_tune") is None:  # tuner not in this checkout
-        return
-    from moeplan import cli_tune
-
-    cli_tune.register(app)
-
-
-try:
-    _register_tuner()
-    __import__("moeplan.cli_tables").cli_tables.register(app)  # show, verify
-    __import__("moeplan.cli_fleet").cli_fleet.register(app)  # matrix, diff
-    __import__("moeplan.cli_plan").cli_plan.register(app)  # plan, report
+    app.command("resolve")(resolve.resolve)
+    app.command("models")(resolve.models)
+    app.command("tune")(tune.tune)
+    app.command("show")(tables.show)
+    app.command("verify")(tables.verify)
+    app.command("matrix")(fleet.matrix)
+    app.command("diff")(tables.diff)
+    app.command("plan")(plan.plan)
+    app.command("report")(plan.report_cmd)
 except KeyboardInterrupt:
     _interrupted()
 

@@ -2,54 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-import os
-import shutil
-import subprocess
 from typing import Annotated, Optional
 
 import typer
-
-from moeplan.errors import MoeplanError
-from moeplan.models import load_model
-from moeplan.parallel import Layout
-from moeplan.plan import QuantRequest, Resolution, resolve
-from moeplan.quant import parse_block_shape
-from moeplan.safeio import check_device_name, printable, shown
-
-
-MAX_ERROR_CHARS = 2000
-
-
-def error_line(message) -> str:
-    """The one stderr line every bad input gets: whitespace runs become one space, and any
-    other control character in it (from user data) is escaped, never written raw; a huge value
-    is cut in the middle, keeping the start that names it and the end that says what is valid."""
-    text = printable(" ".join(str(message).split()))
-    if len(text) > MAX_ERROR_CHARS:
-        text = text[:MAX_ERROR_CHARS // 2] + " [...] " + text[-MAX_ERROR_CHARS // 4:]
-    return "moeplan: error: " + text
-
-
-def one_line_errors(fn):
-    """Turn a command's MoeplanError into `error_line` on stderr and its exit code (2). An OSError
-    the input layer did not foresee (a path the file system refuses) is one line too, never a
-    traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*a, **kw):
-        try:
-            return fn(*a, **kw)
-        except MoeplanError as e:
-            typer.echo(error_line(e), err=True)
-            raise typer.Exit(e.exit_code)
-        except OSError as e:
-            where = f"{shown(os.fsdecode(e.filename))}: " if e.filename is not None else ""
-            typer.echo(error_line(f"{where}{e.strerror or e}"), err=True)
-            raise typer.Exit(2)
-
-    return wrapper
-
 
 # Options shared by the commands that take a model, a layout and a quantization (resolve, tune).
 ModelArg = Annotated[str, typer.Argument(
@@ -77,55 +32,9 @@ EngineOpt = Annotated[Optional[str], typer.Option(
 
 def engine_choice(engine: Optional[str]):
     """The engine profile for --engine (moeplan.engine.choose_profile); its warning, if any, as one stderr line."""
-    from moeplan.engine import choose_profile
+    from moeplan.engines.registry import choose_profile
 
     choice = choose_profile(engine)
     if choice.warning:
         typer.echo("moeplan: warning: " + " ".join(choice.warning.split()), err=True)
     return choice
-
-
-def local_device_name() -> Optional[str]:
-    """Name of the first visible CUDA GPU via nvidia-smi (no torch import), or None."""
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return None
-    try:
-        out = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    names = [line.strip() for line in out.stdout.splitlines() if line.strip()]
-    if out.returncode != 0 or not names:
-        return None
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-    index = int(visible) if visible.isascii() and visible.isdigit() and len(visible) < 5 else None
-    name = names[index] if index is not None and index < len(names) else names[0]
-    # the GPU's own name passes the same grammar as --device-name
-    return check_device_name(name, "the local GPU's name (from nvidia-smi; pass --device-name)")
-
-
-def resolution_from_options(
-    model: str,
-    tp: int = 1,
-    dp: int = 1,
-    ep: bool = False,
-    placement: str = "linear",
-    dtype: str = "auto",
-    block_shape: Optional[str] = None,
-    per_token: bool = False,
-    per_channel: bool = False,
-    device_name: Optional[str] = None,
-    all2all_backend: str = "allgather_reducescatter",
-    detect_device: bool = True,
-) -> Resolution:
-    """Build a Resolution from CLI option values; raises MoeplanError on bad input."""
-    if device_name is not None:
-        check_device_name(device_name)
-    spec = load_model(model)
-    layout = Layout(tp=tp, dp=dp, ep=ep, placement=placement, all2all_backend=all2all_backend)
-    block = tuple(parse_block_shape(block_shape)) if block_shape is not None else None
-    req = QuantRequest(dtype=dtype, block_shape=block, per_token=per_token, per_channel=per_channel)
-    if device_name is None and detect_device:
-        device_name = local_device_name()
-    return resolve(spec, layout, req, device_name)

@@ -1,6 +1,6 @@
-"""`moeplan plan` and `moeplan report`: the command-line shell over `moeplan.planner` and
-`moeplan.charts`. This module does the file work (finding tables and the CSVs beside them);
-the planning itself is pure. Registered from `moeplan.cli` with `register(app)`.
+"""`moeplan plan` and `moeplan report`: the command-line shell over `moeplan.planner` (the
+ranking, `planner.plan`; the tables and CSVs it reads, `planner.data`; the pictures,
+`planner.report`).
 """
 
 from __future__ import annotations
@@ -8,16 +8,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import typer
 
-from moeplan.cli_common import DtypeOpt, ModelArg, one_line_errors
-from moeplan.errors import MoeplanError
+from moeplan.cli.options import DtypeOpt, ModelArg
 
 
 def _batch_sizes(text: Optional[str]) -> tuple[int, ...]:
-    from moeplan.planner import DEFAULT_BATCH_SIZES, PlanError
+    from moeplan.planner.plan import DEFAULT_BATCH_SIZES
+    from moeplan.base.errors import PlanError
 
     if text is None:
         return DEFAULT_BATCH_SIZES
@@ -29,41 +29,6 @@ def _batch_sizes(text: Optional[str]) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise PlanError(f"--batch-sizes {text!r} is invalid; expected comma-separated integers >= 1, e.g. 1,16,256")
     return tuple(sorted(set(values)))
-
-
-def tuning_data(resolutions: Sequence, tuned_dirs: Sequence[str], env: dict):
-    """Find every table the layouts need (the engine's lookup order), read the CSV beside each
-    found one, and build the calibration from every table+CSV pair in the tuned folders."""
-    from moeplan.planner import TuningData, calibration_table, parse_tuning_csv
-    from moeplan.report import find_table
-
-    def points(csv_path: Path):
-        try:
-            return parse_tuning_csv(csv_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, MoeplanError):
-            return None  # an unreadable CSV is no measurement; the time is modelled instead
-
-    tables, csvs = {}, {}
-    for res in resolutions:
-        for spec in res.tables():
-            if spec.file_name in tables:
-                continue
-            path, _ = find_table(spec.file_name, tuned_dirs, env)
-            tables[spec.file_name] = path
-            if path:
-                p = points(Path(path).with_suffix(".csv"))
-                if p:
-                    csvs[spec.file_name] = p
-    cal = []
-    for d in tuned_dirs:
-        for csv_path in sorted(Path(d).glob("*.csv")):
-            if not csv_path.with_suffix(".json").is_file():
-                continue
-            p = points(csv_path)
-            c = calibration_table(csv_path.with_suffix(".json").name, p) if p else None
-            if c is not None:
-                cal.append(c)
-    return TuningData({k: v for k, v in tables.items() if v}, csvs, tuple(cal))
 
 
 def plan(
@@ -90,21 +55,12 @@ def plan(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ):
     """Rank every valid TP/DP/EP layout of MODEL on G GPUs: memory per device, MoE time, communication, tables."""
-    from moeplan import report
-    from moeplan.engine import choose_profile
-    from moeplan.hardware import card_for
-    from moeplan.models import load_model
-    from moeplan.planner import PlanRequest, TuningData, make_plan
+    from moeplan.planner.data import plan_model
+    from moeplan.planner.plan import PlanRequest
 
     req = PlanRequest(gpus=gpus, gpus_per_node=gpus_per_node, dtype=dtype, batch_sizes=_batch_sizes(batch_sizes),
                       link_gbps=link_gbps, node_link_gbps=node_link_gbps)
-    spec = load_model(model)
-    card, why = card_for(device_name, gpu_mem)
-    choice = choose_profile(engine)
-    dirs = list(tuned_dir) or report.default_tuned_dirs()
-    env = dict(os.environ)
-    result = make_plan(spec, card, why, req, TuningData(), choice.profile,
-                       find=lambda good: tuning_data(good, dirs, env))
+    result, choice = plan_model(model, req, device_name, gpu_mem, engine, tuned_dir, dict(os.environ))
     if as_json:
         data = result.to_dict()
         data["engine"] = {"profile": choice.profile.name, "reason": choice.reason, "warning": choice.warning,
@@ -117,8 +73,8 @@ def plan(
 def print_plan(result, choice) -> None:
     from rich.table import Table
 
-    from moeplan.report import console
-    from moeplan.planner import MEMORY_UTILIZATION, RANKING
+    from moeplan.cli.render import console
+    from moeplan.planner.plan import MEMORY_UTILIZATION, RANKING
 
     c = console()
     m, card, req = result.model, result.card, result.request
@@ -172,7 +128,7 @@ def report_cmd(
                                       "(default: ./<FOLDER's name>-report)."),
 ):
     """One PNG per table (time per batch size: tuned winner vs the default heuristic, roofline fraction) and an index."""
-    from moeplan.charts import ChartError, write_report
+    from moeplan.planner.report import ChartError, write_report
 
     try:
         import matplotlib  # noqa: F401
@@ -183,7 +139,3 @@ def report_cmd(
     index = write_report(src, Path(out) if out else Path(f"{src.resolve().name}-report"), Path(vs) if vs else None)
     typer.echo(f"wrote {index}")
 
-
-def register(app: typer.Typer) -> None:
-    app.command("plan")(one_line_errors(plan))
-    app.command("report")(one_line_errors(report_cmd))

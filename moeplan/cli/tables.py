@@ -1,30 +1,33 @@
-"""`moeplan show` and `moeplan verify`: reading tuning tables. `register(app)` adds them.
+"""`moeplan show`, `moeplan verify` and `moeplan diff`: reading and comparing tuning tables.
 
-Thin shells over `moeplan.tables` (and `moeplan.staleness` for `verify --stale`); nothing
-here imports torch or triton.
+Thin shells over `moeplan.tables` (`diff --measure` calls `moeplan.tune.api.measure_diff`);
+nothing here imports torch or triton unless `--measure` runs.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
-from moeplan.cli_common import one_line_errors
+from moeplan.base.errors import MoeplanError
+from moeplan.cli.options import BlockOpt, DpOpt, DtypeOpt, EpOpt, PerChannelOpt, PerTokenOpt, PlacementOpt, TpOpt
 
 
-@one_line_errors
 def show(path: str = typer.Argument(..., help="A tuning-table JSON file.")):
     """Print a tuning table as a rich table."""
     from rich.console import Console
     from rich.table import Table
 
-    from moeplan.errors import TableError
-    from moeplan.kernel_config import KNOBS
-    from moeplan.naming import parse_tuning_file_name
-    from moeplan.report import user_text
-    from moeplan.safeio import check_path, shown
-    from moeplan.tables import parse_table, read_table_text, verify_table_text
+    from moeplan.base.errors import TableError
+    from moeplan.engines.knobs import KNOBS
+    from moeplan.engines.vllm import parse_tuning_file_name
+    from moeplan.cli.render import user_text
+    from moeplan.base.safeio import check_path, shown
+    from moeplan.tables.table import parse_table, read_table_text
+    from moeplan.tables.verify import verify_table_text
 
     check_path("FILE", path, "a tuning-table file")
     p = Path(path)
@@ -57,7 +60,6 @@ def show(path: str = typer.Argument(..., help="A tuning-table JSON file.")):
     con.print(t)
 
 
-@one_line_errors
 def verify(
     folder: str = typer.Argument(..., help="A folder of tuning tables (*.json)."),
     strict: bool = typer.Option(False, "--strict", help="Also require every knob within what the engine's kernel "
@@ -67,12 +69,12 @@ def verify(
                                                       "CSV beside them."),
 ):
     """Check every table in a folder (name, keys, legal values, duplicates, order); non-zero exit on a problem."""
-    from moeplan.safeio import printable
-    from moeplan.tables import verify_folder
+    from moeplan.base.safeio import printable
+    from moeplan.tables.verify import verify_folder
 
     results = verify_folder(folder, strict)
     if stale:  # staleness counts as a problem, so CI fails on it (moeplan.staleness says what it means)
-        from moeplan.staleness import current_installation, stale_reasons
+        from moeplan.tables.staleness import current_installation, stale_reasons
         inst = current_installation()
         for name, problems in results.items():
             problems.extend(f"stale: {r}" for r in stale_reasons(Path(folder) / name, inst))
@@ -89,7 +91,53 @@ def verify(
         raise typer.Exit(1)
 
 
-def register(app: typer.Typer) -> None:
-    """Add `show` and `verify` to a typer app."""
-    app.command("show")(show)
-    app.command("verify")(verify)
+def diff(
+    a: str = typer.Argument(..., help="A tuning table, or a folder of them."),
+    b: str = typer.Argument(..., help="Another table, or another folder (tables matched by file name)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    measure: bool = typer.Option(False, "--measure", help="Also time, at every batch size where they differ, the config "
+                                                          "each side's engine would run (the tuner's timing, one GPU)."),
+    model: Optional[str] = typer.Option(None, "--model", help="With --measure: the model whose tables these are (preset, "
+                                                              "repo id or config.json), for K, top-k and the experts."),
+    tp: TpOpt = 1,
+    dp: DpOpt = 1,
+    ep: EpOpt = False,
+    placement: PlacementOpt = "linear",
+    dtype: DtypeOpt = "auto",
+    block_shape: BlockOpt = None,
+    per_token: PerTokenOpt = False,
+    per_channel: PerChannelOpt = False,
+    gpu: int = typer.Option(0, "--gpu", help="With --measure: the GPU index to time on."),
+    interpret: bool = typer.Option(False, "--interpret", help="With --measure: Triton's CPU interpreter (tests only)."),
+):
+    """Per batch size: which configs changed (and which knobs), which keys only one side has. Exit 1 if they differ."""
+    from moeplan.tables.diff import describe, diff_paths
+    from moeplan.tune.api import measure_diff
+
+    if measure and model is None:
+        raise MoeplanError("--measure needs --model MODEL (with the --tp/--dp/--ep/--dtype of the layout that loads "
+                           "the tables): the file names lack K, top-k and the expert placement")
+    d = diff_paths(a, b)
+    timed = measure_diff(d, model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel, gpu, interpret) \
+        if measure else None
+    if as_json:
+        obj = d.to_dict()
+        if timed is not None:
+            obj["measured_on"] = timed["device"]
+            for t in obj["tables"]:
+                t["measured"] = timed["tables"].get(t["file_name"], [])
+        typer.echo(json.dumps(obj, indent=2))
+    else:
+        for line in describe(d):
+            typer.echo(line)
+        if timed is not None:
+            typer.echo(f"measured on {timed['device']} (the tuner's timing, median of the routing draws):")
+            for name, rows in timed["tables"].items():
+                typer.echo(name if rows else f"{name}: both sides run the same config at every batch size")
+                for r in rows:
+                    if r["speedup"] is None:
+                        typer.echo(f"  M={r['M']}: A {r['a_status']}, B {r['b_status']}")
+                    else:
+                        typer.echo(f"  M={r['M']}: A {r['a_us']:.1f} us, B {r['b_us']:.1f} us, B/A speed-up "
+                                   f"{r['speedup']:.3f}x")
+    raise typer.Exit(0 if d.identical else 1)

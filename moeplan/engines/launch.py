@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from moeplan.engine import EP_ALIGN_DROP, EngineProfile
+from moeplan.engines.profile import EP_ALIGN_DROP, EngineProfile
 
 SM90_SMEM_BYTES = 232448  # 227 KiB: the opt-in shared memory per block on sm_90 (H100, H200)
 

@@ -1,6 +1,7 @@
-"""Engine profiles: what one range of the serving engine's releases does in its fused-MoE
-Triton path, as a value every part of moeplan reads (kernel, align, search space, default
-heuristic, `resolve`).
+"""What an engine is: `EngineProfile`, the launch rules and tuning domains of one range of an
+engine's releases, as a value every part of moeplan reads (kernel, align, search space, default
+heuristic, `resolve`). Each engine's own rules (its profiles, file-name grammar, folders,
+default heuristic) live in a module beside this one (`vllm.py`); `registry.py` collects them.
 
 A table is only worth what it makes the engine's own kernel do, and that kernel changes
 between releases (spec: engine_kernel_current.md; release history: docs/engine_profiles.md).
@@ -8,37 +9,20 @@ between releases (spec: engine_kernel_current.md; release history: docs/engine_p
 Letters: M tokens in the batch, E experts (E_g global), topk experts per token,
 BM/BN the BLOCK_SIZE_M/N knobs.
 
-Pure Python: no I/O at import, no torch/triton. Finding the installed engine reads package
-metadata only (never `import vllm`).
+Pure Python: no I/O at import, no torch/triton.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
-from moeplan.errors import MoeplanError
-from moeplan.kernel_config import HEURISTICS, KNOBS
-
-# The batch sizes of the engine's tuning script and shipped tables (spec: search_space.md).
-ENGINE_BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 1536, 2048, 3072, 4096)
-
-# The engine's tuning-script domains (spec: search_space.md), BLOCK_SIZE_M apart.
-_BASE_DOMAINS = {
-    "BLOCK_SIZE_N": (32, 64, 128, 256),
-    "BLOCK_SIZE_K": (64, 128, 256),
-    "GROUP_SIZE_M": (1, 16, 32, 64),
-    "num_warps": (4, 8),
-    "num_stages": (2, 3, 4, 5),
-}
+from moeplan.base.errors import MoeplanError
+from moeplan.engines.knobs import KNOBS
 
 EP_ALIGN_DROP = "drop"  # non-local (token, slot) pairs get no tile; GEMM2's output is zero-filled
 EP_ALIGN_PAD = "pad"  # all pairs aligned over the global experts; non-local tiles marked -1 (zeros)
-
-ENGINE_DISTRIBUTION = "vllm"
-ENGINE_CONFIG_SUBDIR = ("vllm", "model_executor", "layers", "fused_moe", "configs")
-
 
 class EngineError(MoeplanError):
     """An unknown engine profile name."""
@@ -55,6 +39,7 @@ class EngineProfile:
     ep_align: EP_ALIGN_DROP or EP_ALIGN_PAD (see the constants).
     block_m: the BLOCK_SIZE_M values the engine's tables use and its kernel runs.
     heuristic: which default-config rule the engine applies without a table.
+    base_domains: the tuning script's domains of the other five knobs.
     block_tiles: which BLOCK_SIZE_N / BLOCK_SIZE_K the tuning space keeps under block
       quantization [bn, bk]: "multiple" (multiples of the block only) or "divides" (also
       tiles that divide the block, e.g. BN 32/64 with bn = 128: the engine's decode tiles).
@@ -69,6 +54,7 @@ class EngineProfile:
     ep_align: str
     block_m: tuple[int, ...]
     heuristic: str
+    base_domains: tuple[tuple[str, tuple[int, ...]], ...]  # (knob, values) of every knob but BLOCK_SIZE_M
     block_tiles: str = "multiple"
 
     def block_tile_ok(self, tile: int, block: int) -> bool:
@@ -79,7 +65,7 @@ class EngineProfile:
 
     def domains(self) -> dict[str, tuple[int, ...]]:
         """The tuning domain of every knob, in the engine's file order."""
-        d = {"BLOCK_SIZE_M": self.block_m, **_BASE_DOMAINS}
+        d = {"BLOCK_SIZE_M": self.block_m, **dict(self.base_domains)}
         return {k: d[k] for k in KNOBS}
 
     def uses_swap(self, scheme: str, capability: Optional[tuple[int, int]], block_m: int, block_n: int) -> bool:
@@ -99,73 +85,6 @@ class EngineProfile:
                 "block_m": list(self.block_m), "default_heuristic": self.heuristic, "block_tiles": self.block_tiles}
 
 
-# Release ranges from the engine's public history (docs/engine_profiles.md has the pull
-# requests): the EP drop came with 0.13 (direct path only), naive assignment with 0.14/0.20,
-# the 2026 default rule with 0.17, the swap and BLOCK_SIZE_M = 8 tables with 0.25; the
-# modular path the engine runs still padded EP pairs through 0.28, and 0.33 drops them.
-# Releases between two ranges (0.13 - 0.24, 0.29 - 0.32) get the older profile and a warning.
-PROFILES: dict[str, EngineProfile] = {
-    p.name: p for p in (
-        EngineProfile(
-            name="vllm-0.12",
-            releases="vLLM 0.10.0 - 0.12.x: align always runs, EP pairs padded into -1 tiles, no operand swap, "
-                     "BLOCK_SIZE_M from 16, the 2025 default rule",
-            first=(0, 10), last=(0, 12),
-            swap_ab=False, naive_assignment=False, ep_align=EP_ALIGN_PAD,
-            block_m=(16, 32, 64, 128, 256), heuristic="2025"),
-        EngineProfile(
-            name="vllm-0.25",
-            releases="vLLM 0.25.0 - 0.28.x: operand swap, naive assignment, BLOCK_SIZE_M from 8, EP pairs "
-                     "still padded into -1 tiles",
-            first=(0, 25), last=(0, 28),
-            swap_ab=True, naive_assignment=True, ep_align=EP_ALIGN_PAD,
-            block_m=(8, 16, 32, 64, 128, 256), heuristic="2026", block_tiles="divides"),
-        EngineProfile(
-            name="vllm-0.33",
-            releases="vLLM 0.33.x: operand swap, naive assignment, EP pairs dropped, BLOCK_SIZE_M from 8 "
-                     "(spec: engine_kernel_current.md)",
-            first=(0, 33), last=None,
-            swap_ab=True, naive_assignment=True, ep_align=EP_ALIGN_DROP,
-            block_m=(8, 16, 32, 64, 128, 256), heuristic="2026", block_tiles="divides"),
-    )
-}
-assert all(p.heuristic in HEURISTICS for p in PROFILES.values())
-NEWEST = max(PROFILES.values(), key=lambda p: p.first).name
-
-
-def get_profile(name: str) -> EngineProfile:
-    """The profile called `name`; EngineError (one line) naming the valid ones otherwise."""
-    p = PROFILES.get(name.strip().lower()) if isinstance(name, str) else None
-    if p is None:
-        raise EngineError(f"--engine {name!r} is not a known engine profile; valid: {', '.join(PROFILES)}")
-    return p
-
-
-def parse_version(text: str) -> Optional[tuple[int, int]]:
-    """'0.33.1' / '0.11.0rc2.dev3+gabc' -> (0, 33); None if it does not start with two numbers."""
-    m = re.match(r"^\s*v?(\d+)\.(\d+)", text or "")
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
-def profile_for_version(version: str) -> tuple[EngineProfile, Optional[str]]:
-    """The profile of an engine release, and a warning line when it is only the nearest one."""
-    v = parse_version(version)
-    newest = PROFILES[NEWEST]
-    if v is None:
-        return newest, f"the installed vllm version {version!r} cannot be read; using the newest profile {newest.name}"
-    for p in sorted(PROFILES.values(), key=lambda p: p.first, reverse=True):
-        if v >= p.first:
-            if p.last is None and v > p.first and p is newest:
-                return p, (f"vllm {version} is newer than the newest profile {p.name}; using {p.name}")
-            if p.last is not None and v > p.last:
-                # between two profiles' ranges: the older release's behaviour is the nearer guess
-                return p, (f"vllm {version} lies between the profiles' release ranges; using {p.name} "
-                           f"({p.releases.split(':')[0]})")
-            return p, None
-    oldest = min(PROFILES.values(), key=lambda p: p.first)
-    return oldest, f"vllm {version} is older than the oldest profile {oldest.name}; using {oldest.name}"
-
-
 @dataclass(frozen=True)
 class ProfileChoice:
     """The profile a command uses and why (shown to the user)."""
@@ -176,45 +95,7 @@ class ProfileChoice:
     engine_version: Optional[str] = None  # the installed engine's version, if any
 
 
-def installed_engine_version(find: Optional[Callable[[str], Optional[str]]] = None) -> Optional[str]:
-    """The installed `vllm` distribution's version from its metadata (never imports it)."""
-    if find is not None:
-        return find(ENGINE_DISTRIBUTION)
-    from importlib import metadata
-    try:
-        return metadata.version(ENGINE_DISTRIBUTION)
-    except metadata.PackageNotFoundError:
-        return None
-    except Exception:  # noqa: BLE001 - broken metadata counts as not installed
-        return None
-
-
-def choose_profile(explicit: Optional[str] = None,
-                   version_of: Optional[Callable[[str], Optional[str]]] = None) -> ProfileChoice:
-    """--engine NAME if given; else the installed engine's profile; else the newest."""
-    if explicit is not None:
-        if not explicit.strip():
-            raise EngineError(f"--engine '' is empty; valid: {', '.join(PROFILES)}")
-        p = get_profile(explicit)
-        return ProfileChoice(p, f"--engine {p.name}")
-    version = installed_engine_version(version_of)
-    if version is not None:
-        p, warning = profile_for_version(version)
-        return ProfileChoice(p, f"installed vllm {version}", warning, version)
-    return ProfileChoice(PROFILES[NEWEST], "no vllm installed: the newest profile")
-
-
-def engine_config_dir() -> Optional[str]:
-    """The installed engine's folder of shipped tuning tables, found from its distribution's
-    files (never by importing it); None when the engine is not installed or has no such folder."""
-    import os
-    from importlib import metadata
-    try:
-        dist = metadata.distribution(ENGINE_DISTRIBUTION)
-    except Exception:  # noqa: BLE001 - not installed, or broken metadata
-        return None
-    try:
-        path = str(dist.locate_file(os.path.join(*ENGINE_CONFIG_SUBDIR)))
-    except Exception:  # noqa: BLE001
-        return None
-    return path if os.path.isdir(path) else None
+def parse_version(text: str) -> Optional[tuple[int, int]]:
+    """'0.33.1' / '0.11.0rc2.dev3+gabc' -> (0, 33); None if it does not start with two numbers."""
+    m = re.match(r"^\s*v?(\d+)\.(\d+)", text or "")
+    return (int(m.group(1)), int(m.group(2))) if m else None

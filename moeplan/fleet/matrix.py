@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from moeplan.errors import MoeplanError
-from moeplan.models import ModelSpec, load_model
-from moeplan.parallel import PLACEMENTS, Layout
-from moeplan.plan import QuantRequest, Resolution, TableSpec, resolve
-from moeplan.quant import DTYPE_CHOICES
+from moeplan.base.errors import MoeplanError
+from moeplan.model.spec import ModelSpec
+from moeplan.model.load import load_model
+from moeplan.layout.parallel import PLACEMENTS, Layout
+from moeplan.layout.resolve import QuantRequest, Resolution, TableSpec, resolve
+from moeplan.layout.quant import DTYPE_CHOICES
 
 MATRIX_KEYS = ("models", "layouts", "dtypes", "devices", "batch_sizes", "engine")
 LAYOUT_KEYS = ("tp", "dp", "ep", "placement")
@@ -200,7 +201,7 @@ def parse_matrix(text: str, source: str = "<matrix>", fmt: Optional[str] = None)
         sizes = tuple(sorted(set(sizes)))
     engine = obj.get("engine")
     if engine is not None:
-        from moeplan.engine import PROFILES
+        from moeplan.engines.registry import PROFILES
 
         if engine not in PROFILES:
             raise _fail(source, f"engine {engine!r} is not a known engine profile; valid: {', '.join(PROFILES)}")

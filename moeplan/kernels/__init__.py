@@ -11,6 +11,8 @@ Modules (one op each, a pure-torch reference beside it):
   runner      `MoeRunner`: preallocated, CUDA-graph capturable layer for the tuner
 
 Importing this package is cheap; torch and triton load on first use of a name.
+
+May import: `moeplan.base`, `model`, `engines`, `tables`, `layout` (never the tuner or the CLI).
 """
 
 from importlib import import_module

@@ -38,7 +38,7 @@ import triton
 import triton.language as tl
 
 from moeplan.kernels._common import cdiv, next_pow2
-from moeplan.launch import max_padded_rows  # noqa: F401 - the one rule, re-exported for the kernel package
+from moeplan.engines.launch import max_padded_rows  # noqa: F401 - the one rule, re-exported for the kernel package
 
 
 @dataclass

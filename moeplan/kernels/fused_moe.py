@@ -19,15 +19,17 @@ from typing import Optional, Union
 
 import torch
 
-from moeplan.engine import NEWEST, PROFILES, EngineProfile, get_profile
-from moeplan.kernel_config import KNOBS, KernelConfig, default_config
+from moeplan.engines.registry import NEWEST, PROFILES, get_profile
+from moeplan.engines.profile import EngineProfile
+from moeplan.engines.knobs import KNOBS, KernelConfig
+from moeplan.engines.vllm import default_config
 from moeplan.kernels._common import cdiv
 from moeplan.kernels.activation import act_and_quant
 from moeplan.kernels.align import AlignBuffers, moe_align_block_size
 from moeplan.kernels.moe_gemm import MX_GROUP, GemmQuant, effective_block_k, gemm_quant, invoke_moe_gemm
 from moeplan.kernels.quantize import quantize_activation
-from moeplan.launch import ShapeInfo, plan_launch
-from moeplan.quant import QuantConfig
+from moeplan.engines.launch import ShapeInfo, plan_launch
+from moeplan.layout.quant import QuantConfig
 
 CHUNK_TOKENS = 32768  # the layer processes at most this many tokens at once (bounds memory)
 

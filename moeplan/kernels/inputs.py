@@ -16,7 +16,7 @@ import torch
 
 from moeplan.kernels._common import act_dtype
 from moeplan.kernels.quantize import quantize_weights
-from moeplan.quant import QuantConfig
+from moeplan.layout.quant import QuantConfig
 
 
 class MoeInputs(NamedTuple):

@@ -1,5 +1,9 @@
 """The grouped GEMM of the fused-MoE layer: the Triton kernel and its launcher.
 
+Over 600 lines: one Triton kernel body serves every scheme (bf16, fp8/int8 w8a8, weight-only
+int4/int8, mxfp4), both tile orientations (swap) and both variants, and its launcher must stay
+beside it (Liger-style: one file per op); splitting the kernel would split one function.
+
 Dimension letters: M tokens, E experts held here (E_g global ids under EP), K hidden
 size, N intermediate size, topk slots per token, T = M * topk (token, slot) pairs,
 O output columns of one GEMM (2N for gate_up, K for down), I its reduction size
@@ -37,9 +41,9 @@ import triton.language as tl
 
 from moeplan.kernels._common import cdiv, round_to_bf16_grid, tl_dtype, upcast_dot
 from moeplan.kernels.quantize import activation_quant_mode, weight_group_size
-from moeplan.launch import Launch
-from moeplan.launch import effective_block_k as _launch_block_k
-from moeplan.quant import QuantConfig
+from moeplan.engines.launch import Launch
+from moeplan.engines.launch import effective_block_k as _launch_block_k
+from moeplan.layout.quant import QuantConfig
 
 # Quant kinds of one GEMM (constexpr QUANT of the kernel)
 Q_NONE, Q_W8A8, Q_W8A8_BLOCK, Q_WEIGHT_ONLY = 0, 1, 2, 3

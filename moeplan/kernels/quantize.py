@@ -39,8 +39,8 @@ import torch
 
 from moeplan.kernels._common import FP8_DTYPE, FP8_MAX, INT8_MAX, cdiv
 from moeplan.kernels.activation import SCALE_EPS, act_and_quant
-from moeplan.errors import QuantError
-from moeplan.quant import QuantConfig, quant_for_scheme
+from moeplan.base.errors import QuantError
+from moeplan.layout.quant import QuantConfig, quant_for_scheme
 
 SCHEMES = ("bf16", "fp16", "fp32", "fp8_w8a8", "int8_w8a8", "int8_w8a16", "int4_w4a16", "fp8_w8a16", "mxfp4")
 # Schemes `moeplan tune` accepts. mxfp4 runs correctly but its in-kernel E2M1 decode is far

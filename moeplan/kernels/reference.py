@@ -18,7 +18,7 @@ import torch
 from moeplan.kernels.activation import act_and_mul_ref
 from moeplan.kernels.moe_gemm import gemm_quant
 from moeplan.kernels.quantize import dequantize_activation_ref, dequantize_weight, quantize_activation_ref
-from moeplan.quant import QuantConfig
+from moeplan.layout.quant import QuantConfig
 
 
 def _fake_quant(x: torch.Tensor, gq) -> torch.Tensor:

@@ -27,7 +27,7 @@ import torch
 
 from moeplan.kernels.fused_moe import LayerPlan, _config_dict, layer_shape, resolve_engine
 from moeplan.kernels.inputs import MoeInputs, make_moe_inputs, make_routing
-from moeplan.quant import QuantConfig
+from moeplan.layout.quant import QuantConfig
 
 
 class MoeRunner:

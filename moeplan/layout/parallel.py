@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from moeplan.errors import LayoutError
-from moeplan.safeio import check_int, shown
+from moeplan.base.errors import LayoutError
+from moeplan.base.safeio import check_int, shown
 
 PLACEMENTS = ("linear", "round_robin")
 # The largest tp, dp and tp*dp moeplan plans for: the plan lists every device (and, without

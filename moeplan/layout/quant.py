@@ -1,5 +1,8 @@
 """Quantization configs of the fused-MoE layer, modelled on the engine's config module.
 
+Over 600 lines: one builder per scheme (eleven), each a few lines, beside the one QuantConfig they
+build; the spec's config module is one file too, and reading them side by side is the point.
+
 A `QuantConfig` holds four `QuantDesc`s: a1 (GEMM1 input activations), a2 (GEMM2
 input activations), w1 (gate/up weights, (E, 2N, K)) and w2 (down weights, (E, K, N)).
 Dimension letters: M tokens, E experts on the device, K hidden size, N intermediate
@@ -18,8 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
-from moeplan.errors import QuantError
-from moeplan.safeio import shown
+from moeplan.base.errors import QuantError
+from moeplan.base.safeio import shown
 
 # Names of the torch dtypes the engine uses for quantized operands.
 FP8 = "float8_e4m3fn"

@@ -2,7 +2,7 @@
 
 Pure (no I/O, no torch): `resolve()` returns a `Resolution` with one `DevicePlan` per
 device and the distinct tuning tables (`TableSpec`) the layout needs. Finding the
-files on disk is the caller's job (`moeplan.tables.find_table`).
+files on disk is the caller's job (`moeplan.tables.lookup`).
 
 Letters: M tokens, E experts on a device, K hidden size, N intermediate size per
 TP shard, topk experts per token.
@@ -13,11 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from moeplan.errors import QuantError
-from moeplan.models import ModelSpec
-from moeplan.naming import UNKNOWN_DEVICE, normalize_device_name, tuning_file_name
-from moeplan.parallel import DeviceRanks, Layout, check_layout, device_ranks, expert_map, local_expert_ids
-from moeplan.quant import ACTIVATION_DTYPES, DTYPE_CHOICES, QUANT_SCHEMES, QuantConfig, quant_for_scheme
+from moeplan.base.errors import QuantError
+from moeplan.base.safeio import check_device_name
+from moeplan.engines.vllm import UNKNOWN_DEVICE, normalize_device_name, tuning_file_name
+from moeplan.layout.parallel import DeviceRanks, Layout, check_layout, device_ranks, expert_map, local_expert_ids
+from moeplan.layout.quant import (ACTIVATION_DTYPES, DTYPE_CHOICES, QUANT_SCHEMES, QuantConfig, parse_block_shape,
+                                  quant_for_scheme)
+from moeplan.model.load import load_model
+from moeplan.model.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -149,3 +152,32 @@ def check_group_divides(quant: QuantConfig, scheme: str, block: Optional[Sequenc
                 raise QuantError(
                     f"group size {g} (block shape {list(block)}) does not divide the {what} {dim} for {scheme}; "
                     f"use a group size that divides {dim}")
+
+
+def resolution_from_options(
+    model: str,
+    tp: int = 1,
+    dp: int = 1,
+    ep: bool = False,
+    placement: str = "linear",
+    dtype: str = "auto",
+    block_shape: Optional[str] = None,
+    per_token: bool = False,
+    per_channel: bool = False,
+    device_name: Optional[str] = None,
+    all2all_backend: str = "allgather_reducescatter",
+    detect_device: bool = True,
+) -> Resolution:
+    """`resolve` from option values as typed (a model reference, `--block-shape` text...); raises
+    MoeplanError on bad input. With no device name and `detect_device`, the local GPU's (nvidia-smi)."""
+    if device_name is not None:
+        check_device_name(device_name)
+    spec = load_model(model)
+    layout = Layout(tp=tp, dp=dp, ep=ep, placement=placement, all2all_backend=all2all_backend)
+    block = tuple(parse_block_shape(block_shape)) if block_shape is not None else None
+    req = QuantRequest(dtype=dtype, block_shape=block, per_token=per_token, per_channel=per_channel)
+    if device_name is None and detect_device:
+        from moeplan.base import gpu
+
+        device_name = gpu.local_device_name()
+    return resolve(spec, layout, req, device_name)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from moeplan import safeio
-from moeplan.errors import ModelError
+from moeplan.base import safeio
+from moeplan.base.errors import ModelError
 
 #: moeplan dtype names a checkpoint can run as (``CheckpointQuant.scheme``).
 SCHEMES = ("fp8_w8a8", "fp8_w8a16", "int8_w8a8", "int8_w8a16", "int4_w4a16", "mxfp4", "nvfp4")

@@ -13,10 +13,10 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from moeplan import safeio
-from moeplan.checkpoint_quant import MAX_DIM, MAX_EXPERTS, MAX_LAYERS, _fail, _is_int, parse_quantization_config
-from moeplan.errors import ModelError
-from moeplan.model_spec import ModelSpec
+from moeplan.base import safeio
+from moeplan.model.checkpoint_quant import MAX_DIM, MAX_EXPERTS, MAX_LAYERS, _fail, _is_int, parse_quantization_config
+from moeplan.base.errors import ModelError
+from moeplan.model.spec import ModelSpec
 
 _EXPERT_FIELDS = "num_local_experts / num_experts / n_routed_experts / moe_num_experts / ffn_config.moe_num_experts"
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from moeplan.errors import MoeplanError
-from moeplan.naming import normalize_device_name
+from moeplan.base.errors import MoeplanError
+from moeplan.engines.vllm import normalize_device_name
 
 GiB = 1024 ** 3
 

@@ -18,21 +18,20 @@ passes them in as `TuningData`.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
-from moeplan.engine import EngineProfile
-from moeplan.errors import LayoutError, MoeplanError
-from moeplan.hardware import GiB, Card
-from moeplan.kernel_config import default_config
-from moeplan.launch import OPERAND_BYTES
-from moeplan.models import ModelSpec
-from moeplan.naming import parse_tuning_file_name
-from moeplan.parallel import Layout
-from moeplan.plan import QuantRequest, Resolution, TableSpec, resolve
+from moeplan.engines.profile import EngineProfile
+from moeplan.base.errors import LayoutError, MoeplanError, PlanError
+from moeplan.planner.hardware import GiB, Card
+from moeplan.engines.vllm import default_config
+from moeplan.engines.launch import OPERAND_BYTES
+from moeplan.model.spec import ModelSpec
+from moeplan.engines.vllm import parse_tuning_file_name
+from moeplan.layout.parallel import Layout
+from moeplan.layout.resolve import QuantRequest, Resolution, TableSpec, resolve
+from moeplan.tables.measurements import CsvPoint
 
 DEFAULT_BATCH_SIZES = (1, 16, 64, 256, 1024)
 # The engine keeps 10% of a GPU free by default (gpu_memory_utilization 0.9): weights must fit
@@ -44,66 +43,6 @@ DEFAULT_NODE_LINK_GBPS = 400.0  # one NDR InfiniBand port per GPU, for groups th
 ACT_BYTES = 2  # bf16 hidden states
 RANKING = ("fits first; then the geometric mean over the batch sizes of the predicted MoE time per step "
            "(kernel time x MoE layers + communication x MoE layers); then more free memory")
-
-
-class PlanError(MoeplanError):
-    """No valid layout, or a bad plan request."""
-
-
-# --------------------------------------------------------------------------------------
-# Measured data: tuning-run CSVs (columns batch_size, phase, median_us, is_winner, is_default, floor_us)
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CsvPoint:
-    """One batch size of a tuning run: the winner's and the default heuristic's time, and the floor."""
-
-    winner_us: Optional[float]
-    default_us: Optional[float]
-    floor_us: Optional[float]
-
-
-def _flag(v: str) -> bool:
-    return str(v).strip().lower() in ("true", "1")
-
-
-def _num(v: str) -> Optional[float]:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) and x > 0 else None
-
-
-def parse_tuning_csv(text: str) -> dict[int, CsvPoint]:
-    """Per batch size: the winner's and the default's median time (the `confirm` phase, which
-    re-measures the finalists, over `screen`), and `floor_us`. Rows without a time are skipped."""
-    rank = {"confirm": 2, "screen": 1}
-    best: dict[tuple[int, str], tuple[int, float]] = {}
-    floors: dict[int, float] = {}
-    reader = csv.DictReader(io.StringIO(text))
-    need = {"batch_size", "phase", "median_us", "is_winner"}
-    if reader.fieldnames is None or not need <= set(reader.fieldnames):
-        raise PlanError(f"tuning CSV lacks the columns {', '.join(sorted(need))} (has: "
-                        f"{', '.join(reader.fieldnames or [])})")
-    for row in reader:
-        try:
-            M = int(row["batch_size"])
-        except (TypeError, ValueError):
-            continue
-        f = _num(row.get("floor_us", ""))
-        if f is not None:
-            floors[M] = f
-        us, r = _num(row["median_us"]), rank.get(row["phase"], 0)
-        if us is None or r == 0:
-            continue
-        for kind, col in (("winner", "is_winner"), ("default", "is_default")):
-            if _flag(row.get(col, "")) and r >= best.get((M, kind), (0, 0.0))[0]:
-                best[(M, kind)] = (r, us)
-    Ms = sorted({M for M, _ in best} | set(floors))
-    return {M: CsvPoint(best.get((M, "winner"), (0, None))[1], best.get((M, "default"), (0, None))[1],
-                        floors.get(M)) for M in Ms}
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from moeplan.errors import MoeplanError
-from moeplan.planner import CsvPoint, parse_tuning_csv
+from moeplan.base.errors import MoeplanError
+from moeplan.tables.measurements import CsvPoint, parse_tuning_csv
 
 FIG_INCHES = (8.0, 7.0)
 DPI = 100  # so every PNG is 800 x 700 pixels

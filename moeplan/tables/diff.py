@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from moeplan.errors import TableError
-from moeplan.kernel_config import KNOBS, KernelConfig
-from moeplan.tables import TuningTable, load_table
+from moeplan.base.errors import TableError
+from moeplan.engines.knobs import KNOBS, KernelConfig
+from moeplan.tables.table import TuningTable, load_table
 
 SAME, CHANGED, ONLY_A, ONLY_B = "same", "changed", "only_a", "only_b"
 
@@ -94,7 +94,7 @@ def diff_tables(name: str, a_path: str, a: TuningTable, b_path: str, b: TuningTa
 def engine_choices(t: TableDiff) -> dict[int, tuple[KernelConfig, KernelConfig]]:
     """For every batch size either side names: the config each side's engine would run at that M
     (its own entry, or its nearest key's), where the two differ. What `diff --measure` times."""
-    from moeplan.naming import nearest_batch_key
+    from moeplan.engines.vllm import nearest_batch_key
 
     a = {e.M: e.a for e in t.entries if e.a is not None}
     b = {e.M: e.b for e in t.entries if e.b is not None}

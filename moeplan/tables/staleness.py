@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
-from moeplan.errors import TableError
+from moeplan.base.errors import TableError
 
 PROFILE_COLUMN = "engine_profile"
 PRESENT, STALE, MISSING = "present", "stale", "missing"
@@ -38,7 +38,7 @@ class Installation:
 def current_installation() -> Installation:
     from importlib import metadata
 
-    from moeplan.engine import choose_profile
+    from moeplan.engines.registry import choose_profile
 
     try:
         triton = metadata.version("triton")
@@ -65,7 +65,7 @@ def recorded_profiles(csv_path: Path) -> Optional[set[str]]:
 
 def stale_reasons(table_path: str | os.PathLike, inst: Installation) -> list[str]:
     """Why a table is stale (empty: it is current)."""
-    from moeplan.tables import load_table
+    from moeplan.tables.table import load_table
 
     reasons = []
     try:
@@ -103,7 +103,7 @@ def table_status(file_name: str, tuned_dirs: Sequence[str], env: Mapping[str, st
                  inst: Installation) -> TableStatus:
     """Where the engine would find `file_name` (its env folder, the tuned dirs standing in for
     a team's folder, then its own shipped tables), and whether that table is current."""
-    from moeplan.report import locate_table
+    from moeplan.tables.lookup import locate_table
 
     where = locate_table(file_name, tuned_dirs, env, engine_dir)  # resolve's lookup, engine folder last
     path = where["found"]

@@ -9,11 +9,12 @@ pruning), then hands the jobs to `run_jobs` (the CLI's progress display, or
 
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from moeplan.plan import Resolution, TableSpec
+from moeplan.layout.resolve import Resolution, TableSpec
 from moeplan.tune.backends import Backend, LocalBackend
 from moeplan.tune.lock import TableBusy, TableLock
 
@@ -104,3 +105,62 @@ def time_configs(request: TableRequest, configs_by_M: dict, *, gpu, interpret: b
             pool.close()
             job.ckpt.close()
     return results
+
+
+def measure_diff(d, model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel, gpu: int,
+                 interpret: bool) -> dict:
+    """`diff --measure`: time, where two tables differ, the config each side's engine would run there,
+    both in one worker process on one GPU (or the interpreter) with the tuner's timing. The model and
+    layout give what the file names lack (K, top-k, the experts). TuneError/TableError on bad input."""
+    import importlib.util
+
+    from moeplan.layout.resolve import resolution_from_options
+    from moeplan.tables.diff import engine_choices
+    from moeplan.base.errors import TableError, TuneError
+    from moeplan.engines.vllm import parse_tuning_file_name
+
+    missing = [m for m in ("torch", "triton") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise TuneError(f"diff --measure needs {' and '.join(missing)} (not installed); install the kernel extra: "
+                        "pip install -e '.[kernels]'")
+    import triton
+
+    if interpret:
+        device = "Triton's CPU interpreter"
+        gpu_index = None
+    else:
+        import torch
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpu < 0 or gpu >= count:
+            raise TuneError(f"--gpu {gpu}: no such CUDA GPU (visible: {count}); --measure times on a GPU "
+                            "(or --interpret, for tests)")
+        device, gpu_index = torch.cuda.get_device_name(gpu), gpu
+    out: dict = {"device": device, "tables": {}}
+    for t in d.tables:
+        name = t.file_name.split(" | ")[0]
+        try:
+            info = parse_tuning_file_name(name)
+        except TableError as e:
+            raise TableError(f"--measure needs engine file names to find the shape: {e}") from None
+        res = resolution_from_options(model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel,
+                                      info["device"], detect_device=False)
+        spec = next((s for s in res.tables() if s.file_name == name), None)
+        if spec is None:
+            raise TableError(f"{name} is not a table of {model} with this layout (it needs "
+                             f"{', '.join(s.file_name for s in res.tables())}); pass the --tp/--dp/--ep/--dtype that "
+                             "load it")
+        pairs = engine_choices(t)
+        rows = []
+        if pairs:
+            got = time_configs(TableRequest(spec, res), {M: [ca, cb] for M, (ca, cb) in pairs.items()},
+                               gpu=gpu_index, interpret=interpret, device_name=info["device"],
+                               triton_version=triton.__version__, timer=os.environ.get("MOEPLAN_TUNE_TIMER") or None)
+            for M, (ca, cb) in sorted(pairs.items()):
+                ra, rb = got.get((M, ca), {}), got.get((M, cb), {})
+                ok = ra.get("status") == "ok" and rb.get("status") == "ok"
+                rows.append({"M": M, "a": ca.to_dict(), "b": cb.to_dict(),
+                             "a_us": ra.get("median_us"), "b_us": rb.get("median_us"),
+                             "a_status": ra.get("status", "missing"), "b_status": rb.get("status", "missing"),
+                             "speedup": ra["median_us"] / rb["median_us"] if ok and rb["median_us"] else None})
+        out["tables"][t.file_name] = rows
+    return out

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Optional, Protocol
 
-from moeplan.errors import TuneError
+from moeplan.base.errors import TuneError
 
 CLUSTER_EXTRA = "pip install 'moeplan[cluster]'"
 

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
-from moeplan.kernel_config import KNOBS, KernelConfig
-from moeplan.tables import atomic_write_text
+from moeplan.engines.knobs import KNOBS, KernelConfig
+from moeplan.tables.table import atomic_write_text
 
 PHASES = ("screen", "confirm", "check")
 OK = "ok"

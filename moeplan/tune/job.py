@@ -18,15 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from moeplan.engine import NEWEST, get_profile
-from moeplan.errors import TableError, TuneError
-from moeplan.kernel_config import KernelConfig, default_config
-from moeplan.plan import Resolution, TableSpec
-from moeplan.tables import TuningTable, atomic_write_text, load_table, merge_tables, write_table
+from moeplan.engines.registry import NEWEST, get_profile
+from moeplan.base.errors import TableError, TuneError
+from moeplan.engines.knobs import KernelConfig
+from moeplan.engines.vllm import default_config
+from moeplan.layout.resolve import Resolution, TableSpec
+from moeplan.tables.table import TuningTable, atomic_write_text, load_table, merge_tables, write_table
 from moeplan.tune.checkpoint import Checkpoint, Record, ResultStore
 from moeplan.tune.routing import DEFAULT_DRAWS, POOL_VERSION, RoutingSpec, make_pools, routing_stats
 from moeplan.tune.search import SearchParams, Strategy, make_strategy
-from moeplan.launch import OPERAND_BYTES
+from moeplan.engines.launch import OPERAND_BYTES
 from moeplan.tune.space import SearchSpace, ShapeInfo
 from moeplan.tune.worker import Task, WorkerPool
 
@@ -318,7 +319,7 @@ class TableJob:
         return out
 
     def _check_device(self, facts: dict) -> None:
-        from moeplan.naming import normalize_device_name
+        from moeplan.engines.vllm import normalize_device_name
         name = facts.get("device_name")
         if name and not self.opts.interpret and normalize_device_name(name) != normalize_device_name(
                 self.opts.device_name):

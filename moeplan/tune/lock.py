@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from moeplan.errors import TuneError
+from moeplan.base.errors import TuneError
 
 
 class TableBusy(TuneError):

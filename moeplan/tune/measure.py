@@ -37,7 +37,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Optional
 
-from moeplan.kernel_config import KernelConfig
+from moeplan.engines.knobs import KernelConfig
 
 ENV_FAULT = "MOEPLAN_TUNE_FAULT"
 ENV_TIMER = "MOEPLAN_TUNE_TIMER"
@@ -201,7 +201,7 @@ class Bench:
         self.w1, self.w2, self.quant = inp.w1, inp.w2, inp.quant
         self.dtype = inp.x.dtype
         self.activation = s.get("activation", "silu")
-        from moeplan.engine import NEWEST
+        from moeplan.engines.registry import NEWEST
         self.engine = job.get("engine") or NEWEST
         # the operand-swap rule reads the compute capability; the interpreter has none
         self.capability = None if self.interpret else tuple(torch.cuda.get_device_capability(self.device))

@@ -27,7 +27,7 @@ from typing import Callable, Optional
 
 import ray
 
-from moeplan.errors import TuneError
+from moeplan.base.errors import TuneError
 
 DEPTH = 2  # calls queued per actor
 
@@ -54,7 +54,7 @@ class Measurer:
         return self.label, self.facts
 
     def measure(self, cfg: dict, points: list) -> dict:
-        from moeplan.kernel_config import KernelConfig
+        from moeplan.engines.knobs import KernelConfig
 
         config = KernelConfig.from_dict(cfg)
         out, fatal = [], False

@@ -23,8 +23,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from moeplan import safeio
-from moeplan.errors import TuneError
+from moeplan.base import safeio
+from moeplan.base.errors import TuneError
 
 DEFAULT_DRAWS = 64  # many draws: at small M under EP the layer time varies ~2x between draws
 POOL_VERSION = 2  # bump when the way pools are drawn changes (part of a job's identity)

@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Generator, Iterable, Optional, Sequence
 
-from moeplan.kernel_config import KNOBS, KernelConfig
+from moeplan.engines.knobs import KNOBS, KernelConfig
 from moeplan.tune.checkpoint import ResultStore
 from moeplan.tune.space import SearchSpace
 
@@ -304,5 +304,5 @@ def make_strategy(name: str, *args, **kwargs) -> Strategy:
         return FastSearch(*args, **kwargs)
     if name == "exhaustive":
         return ExhaustiveSearch(*args, **kwargs)
-    from moeplan.errors import TuneError
+    from moeplan.base.errors import TuneError
     raise TuneError(f"--strategy {name!r} is unknown; valid: {', '.join(STRATEGIES)}")

@@ -28,15 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from moeplan.engine import NEWEST, PROFILES, EngineProfile
-from moeplan.errors import TuneError
-from moeplan.kernel_config import KNOBS, KernelConfig
-from moeplan.launch import SM90_SMEM_BYTES, ShapeInfo
-from moeplan.launch import effective_block_k as _launch_block_k
-from moeplan.launch import max_m_tiles as _launch_m_tiles
-from moeplan.launch import smem_bytes as _launch_smem
+from moeplan.engines.registry import NEWEST, PROFILES
+from moeplan.engines.profile import EngineProfile
+from moeplan.base.errors import TuneError
+from moeplan.engines.knobs import KNOBS, VALID_WARPS, KernelConfig
+from moeplan.engines.launch import SM90_SMEM_BYTES, ShapeInfo
+from moeplan.engines.launch import effective_block_k as _launch_block_k
+from moeplan.engines.launch import max_m_tiles as _launch_m_tiles
+from moeplan.engines.launch import smem_bytes as _launch_smem
 
-VALID_WARPS = (1, 2, 4, 8, 16, 32)
 H100_SMEM_BYTES = SM90_SMEM_BYTES  # kept name: the default shared-memory limit (sm_90)
 
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Callable, Optional
 
-from moeplan.errors import TuneError
-from moeplan.kernel_config import KernelConfig
+from moeplan.base.errors import TuneError
+from moeplan.engines.knobs import KernelConfig
 
 
 @dataclass

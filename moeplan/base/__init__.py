@@ -1,0 +1,6 @@
+"""The bottom layer, which every other package may import: domain errors (`errors`), the one
+input layer every file and value passes through (`safeio`), every default data path (`paths`),
+and the local GPU's name read with nvidia-smi (`gpu`).
+
+Imports only the standard library. No I/O at import.
+"""

@@ -1,0 +1,63 @@
+"""`moeplan resolve` and `moeplan models`. Nothing here imports torch or triton."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import List, Optional
+
+import typer
+
+from moeplan.cli.options import (All2AllOpt, BlockOpt, DpOpt, DtypeOpt, EngineOpt, EpOpt, ModelArg, PerChannelOpt,
+                                 PerTokenOpt, PlacementOpt, TpOpt, engine_choice)
+
+
+def resolve(
+    model: ModelArg,
+    tp: TpOpt = 1,
+    dp: DpOpt = 1,
+    ep: EpOpt = False,
+    placement: PlacementOpt = "linear",
+    all2all_backend: All2AllOpt = "allgather_reducescatter",
+    dtype: DtypeOpt = "auto",
+    block_shape: BlockOpt = None,
+    per_token: PerTokenOpt = False,
+    per_channel: PerChannelOpt = False,
+    device_name: Optional[str] = typer.Option(None, "--device-name", help="GPU name, e.g. 'NVIDIA H100 80GB HBM3' (default: the local GPU's, read with nvidia-smi; unknown without a GPU)."),
+    tuned_dir: List[str] = typer.Option([], "--tuned-dir", help="Folder of tuning tables to look in (repeatable; $VLLM_TUNED_CONFIG_FOLDER is tried first, as the engine does). Default: ./tuned (where tune writes), then moeplan's shipped tables."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Show the table entry (or default config) a batch of M tokens would use."),
+    engine: EngineOpt = None,
+    engine_configs: Optional[str] = typer.Option(None, "--engine-configs", help="The engine's folder of shipped tuning tables (default: found from the installed vllm's package files, never by importing it)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+):
+    """What every device of a TP/DP/EP layout gets: ranks, experts, N, quant config and tuning file."""
+    from moeplan.base.safeio import MAX_BATCH, check_int, check_path
+    from moeplan.cli.render import print_resolution
+    from moeplan.layout.describe import resolve_report
+    from moeplan.layout.resolve import resolution_from_options
+
+    if batch_size is not None:
+        check_int("--batch-size", batch_size, 1, MAX_BATCH)
+    for d in tuned_dir:
+        check_path("--tuned-dir", d, "a folder of tuning tables")
+    res = resolution_from_options(model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel,
+                                  device_name, all2all_backend)
+    data = resolve_report(res, tuned_dir, engine_choice(engine), engine_configs, batch_size, dict(os.environ))
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        print_resolution(data)
+
+
+def models(as_json: bool = typer.Option(False, "--json", help="Print the presets as a JSON list.")):
+    """List the model presets (usable as MODEL by resolve and tune)."""
+    from moeplan.model.spec import list_presets
+
+    if as_json:
+        typer.echo(json.dumps([s.to_dict() for s in list_presets()], indent=2))
+        return
+    from moeplan.cli.render import print_models
+    from moeplan.model.load import preset_rows
+
+    print_models(preset_rows())
+
