@@ -213,14 +213,10 @@ def _moe_gemm_kernel(
     offs_k = tl.arange(0, BLOCK_SIZE_K)
     offs_bn = (pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)) % N  # wrap: no N mask on loads
     b_base = b_ptr + off_expert * stride_be
-    if SWAP_AB:  # transposed tiles: A (BK, BM), B (BN, BK)
-        a_ptrs = a_ptr + a_rows[None, :] * stride_am + offs_k[:, None] * stride_ak
-        b_ptrs = b_base + offs_k[None, :] * stride_bk + offs_bn[:, None] * stride_bn
-    else:
-        a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
-    if SWAP_AB:
-        pass  # 8-bit weights: set above
-    elif W_BITS == 4:
+    # Tiles load as (BM, BK) and (BK, BN) with or without the swap, as in the engine's kernel:
+    # the swap transposes the loaded tiles for the dot (below), not the loads.
+    a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
+    if W_BITS == 4:
         b_ptrs = b_base + (offs_k[:, None] // 2) * stride_bk + offs_bn[None, :] * stride_bn
         b_shift = (offs_k[:, None] % 2) * 4
     else:
@@ -292,23 +288,7 @@ def _moe_gemm_kernel(
     if A_DESC:
         a_row = (pid_m * BLOCK_SIZE_M).to(tl.int32)
     for k in range(k_lo, k_hi):
-        if SWAP_AB:
-            # fp8 w8a8 only (QUANT 1 or 2, no int dot, no fast-variant options)
-            if EVEN_K:
-                a = tl.load(a_ptrs, mask=token_mask[None, :], other=0.0)
-                b = tl.load(b_ptrs)
-            else:
-                k_ok = offs_k < K - k * BLOCK_SIZE_K
-                a = tl.load(a_ptrs, mask=token_mask[None, :] & k_ok[:, None], other=0.0)
-                b = tl.load(b_ptrs, mask=k_ok[None, :], other=0.0)
-            if QUANT == 2:
-                ks = (k * BLOCK_SIZE_K) // group_k
-                a_s = tl.load(a_scale_ptrs + ks * stride_ask, mask=token_mask, other=1.0)
-                b_s = tl.load(b_scale_ptrs + ks * stride_bsk)
-                accumulator += tl.dot(b, a) * b_s[:, None] * a_s[None, :]
-            else:
-                accumulator = _dot(b, a, accumulator, UPCAST)
-        elif A_DESC:
+        if A_DESC:
             a = a_desc.load([a_row, k * BLOCK_SIZE_K])  # (DOT_M, BK); zeros past I
         elif EVEN_K:
             if not A_SORTED:
@@ -320,16 +300,22 @@ def _moe_gemm_kernel(
             if not A_SORTED:
                 a_mask = a_mask & token_mask[:, None]
             a = tl.load(a_ptrs, mask=a_mask, other=0.0)
-        if SWAP_AB:
-            pass  # loaded above
-        elif B_DESC:
+        if B_DESC:
             b = b_desc.load([b_row, k * BLOCK_SIZE_K]).T  # (BK, BN) view of a K-major tile
         elif EVEN_K:
             b = tl.load(b_ptrs)
         else:
             b = tl.load(b_ptrs, mask=offs_k[:, None] < K - k * BLOCK_SIZE_K, other=0.0)
         if SWAP_AB:
-            pass
+            # fp8 w8a8 only (QUANT 1 or 2, no int dot, no fast-variant options): the token
+            # dimension rides the instruction's N side; (BN, BK) x (BK, BM) into (BN, BM)
+            if QUANT == 2:
+                ks = (k * BLOCK_SIZE_K) // group_k
+                a_s = tl.load(a_scale_ptrs + ks * stride_ask, mask=token_mask, other=1.0)
+                b_s = tl.load(b_scale_ptrs + ks * stride_bsk)
+                accumulator += tl.dot(tl.trans(b), tl.trans(a)) * b_s[:, None] * a_s[None, :]
+            else:
+                accumulator = _dot(tl.trans(b), tl.trans(a), accumulator, UPCAST)
         elif QUANT == 0:
             accumulator = _dot(a, b, accumulator, UPCAST)
         elif QUANT == 1:
