@@ -148,8 +148,8 @@ def _moe_gemm_kernel(
     C_SORTED: tl.constexpr = False,
     # engine launch rules (profile vllm-0.33; faithful kernel): NAIVE: no align, tile p is
     # pair p alone (row 0; its other rows invalid), expert_ids_ptr is topk_ids flattened;
-    # SWAP_AB: the tile is computed transposed (fp8 w8a8 only): A loaded as (BK, BM), B as
-    # (BN, BK), acc (BN, BM) += dot(B, A), transposed back once before the epilogue
+    # SWAP_AB: the tile is computed transposed (fp8 w8a8 only): A (BM, BK) and B (BK, BN) load as
+    # usual, acc (BN, BM) += dot(B^T, A^T), transposed back once before the epilogue
     NAIVE: tl.constexpr = False, SWAP_AB: tl.constexpr = False,
 ):
     # ---- grouped program order -------------------------------------------------------
