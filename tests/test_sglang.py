@@ -233,3 +233,48 @@ def test_default_rule():
     assert d["tables"][0]["entry"] == {"source": "default", "batch_key": None, "config": {
         "BLOCK_SIZE_M": 64, "BLOCK_SIZE_N": 128, "BLOCK_SIZE_K": 128, "GROUP_SIZE_M": 32, "num_warps": 4,
         "num_stages": 3}}
+
+
+# ---- verify / show / diff / staleness / matrix -------------------------------------------------
+
+def test_verify_show_diff_understand_sglang_tables(tmp_path):
+    a, b = tmp_path / "a" / "configs" / "triton_3_8_0", tmp_path / "b" / "configs" / "triton_3_8_0"
+    for d, bn in ((a, 64), (b, 128)):
+        d.mkdir(parents=True)
+        write_table(d / (DSV3_TP8 + ".json"), TuningTable({1: KernelConfig(16, bn, 128, 1, 4, 3)}, engine="sglang"))
+        (d / (DSV3_TP8 + "_down.json")).write_text(json.dumps({"1": {**CFG, "USE_TMA": True}}, indent=4) + "\n")
+    r = runner.invoke(app, ["verify", str(a), "--strict"])
+    assert (r.exit_code, r.stdout) == (0, f"ok   {DSV3_TP8}.json\nok   {DSV3_TP8}_down.json\n2 table(s), 0 with problems\n")
+    (a / "E=8,N=7168,device_name=NVIDIA_H100_80GB_HBM3.json").write_text(
+        json.dumps({"triton_version": "3.8.0", "1": CFG}, indent=4) + "\n")
+    r = runner.invoke(app, ["verify", str(a)])
+    assert r.exit_code == 1 and "FAIL E=8,N=7168,device_name=NVIDIA_H100_80GB_HBM3.json: has a triton_version key" in r.stdout
+    r = runner.invoke(app, ["show", str(a / (DSV3_TP8 + "_down.json"))])
+    assert r.exit_code == 0 and "USE_TMA" in r.stdout and "engine=sglang GEMM2" in r.stdout and "triton=3.8.0" in r.stdout
+    r = runner.invoke(app, ["diff", str(a / (DSV3_TP8 + ".json")), str(b / (DSV3_TP8 + ".json")), "--json"])
+    assert r.exit_code == 1 and json.loads(r.stdout)["tables"][0]["batch_sizes"][0]["change"] == "changed"
+
+
+def test_verify_stale_knows_the_triton_folder(tmp_path, monkeypatch):
+    from moeplan.tables.staleness import Installation, stale_reasons
+
+    for folder in ("triton_3_8_0", "triton_3_6_0"):
+        d = tmp_path / "configs" / folder
+        d.mkdir(parents=True)
+        write_table(d / (DSV3_TP8 + ".json"), TuningTable({1: KernelConfig(16, 64, 128, 1, 4, 3)}, engine="sglang"))
+        (d / (DSV3_TP8 + ".csv")).write_text(f"M,engine_profile\n1,{ENG}\n")
+    inst = Installation("3.8.0", ENG)
+    assert stale_reasons(tmp_path / "configs" / "triton_3_8_0" / (DSV3_TP8 + ".json"), inst) == []
+    (why,) = stale_reasons(tmp_path / "configs" / "triton_3_6_0" / (DSV3_TP8 + ".json"), inst)
+    assert why.startswith("in SGLang folder triton_3_6_0, installed Triton 3.8.0 reads triton_3_8_0 first")
+
+
+def test_matrix_engine_sglang_names_sglang_files(tmp_path):
+    f = tmp_path / "m.toml"
+    f.write_text(f'models = ["deepseek-v3"]\ndevices = ["NVIDIA H200"]\nengine = "{ENG}"\n'
+                 '[[layouts]]\ntp = 8\n[[layouts]]\ntp = 8\nep = true\n')
+    r = runner.invoke(app, ["matrix", str(f), "--json"])
+    assert r.exit_code == 0, r.output
+    names = sorted(t["file_name"] for t in json.loads(r.stdout)["tables"])
+    assert names == sorted([DSV3_TP8 + ".json",
+                            "E=32,N=2048,device_name=NVIDIA_H200,dtype=fp8_w8a8,block_shape=[128, 128].json"])
