@@ -278,3 +278,25 @@ def test_matrix_engine_sglang_names_sglang_files(tmp_path):
     names = sorted(t["file_name"] for t in json.loads(r.stdout)["tables"])
     assert names == sorted([DSV3_TP8 + ".json",
                             "E=32,N=2048,device_name=NVIDIA_H200,dtype=fp8_w8a8,block_shape=[128, 128].json"])
+
+
+# ---- kernel profile rules (pure: the search space and the launch plan) -------------------------
+
+def test_sglang_space_refuses_bk_that_does_not_divide_the_block():
+    from moeplan.engines.launch import ShapeInfo, plan_launch
+    from moeplan.tune.space import SearchSpace, engine_space
+
+    p, v = get_profile(ENG), get_profile("vllm-0.33")
+    space = engine_space(p)
+    assert len(space) == 1920 and {c.BLOCK_SIZE_M for c in space} == {16, 32, 64, 128, 256}
+    shape = ShapeInfo(257, 256, 7168, 9, "fp8_w8a8", (128, 128))
+    kept = SearchSpace.build(space, shape, 1 << 30, p)
+    ks = {c.BLOCK_SIZE_K for c in kept.configs}
+    assert ks == {64, 128}  # BK 256 would read one scale per 256 columns of a 128-column block: wrong
+    assert kept.report.quant_block == 1920 // 3 and kept.report.clamped_k == 0
+    assert SearchSpace.build(engine_space(v), shape, 1 << 30, v).report.clamped_k > 0  # vLLM clamps BK 256 to 128
+    # swap: any SM 9.x for SGLang, exactly 9.0 for vLLM; align always runs (no naive tiles)
+    assert p.uses_swap("fp8_w8a8", (9, 0), 32, 128) and p.uses_swap("fp8_w8a8", (9, 1), 32, 128)
+    assert not v.uses_swap("fp8_w8a8", (9, 1), 32, 128) and not p.uses_swap("int8_w8a8", (9, 0), 32, 128)
+    small = ShapeInfo(256, 256, 7168, 8, "fp8_w8a8", (128, 128))
+    assert plan_launch(v, small, 1, 16, 64).naive and not plan_launch(p, small, 1, 16, 64).naive
