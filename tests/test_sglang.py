@@ -300,3 +300,10 @@ def test_sglang_space_refuses_bk_that_does_not_divide_the_block():
     assert not v.uses_swap("fp8_w8a8", (9, 1), 32, 128) and not p.uses_swap("int8_w8a8", (9, 0), 32, 128)
     small = ShapeInfo(256, 256, 7168, 8, "fp8_w8a8", (128, 128))
     assert plan_launch(v, small, 1, 16, 64).naive and not plan_launch(p, small, 1, 16, 64).naive
+
+
+def test_tune_for_sglang_refuses_rather_than_write_unread_tables(tmp_path):
+    r = runner.invoke(app, ["tune", "mixtral-8x7b", "--engine", ENG, "--out", str(tmp_path / "o"), "--interpret"])
+    assert r.exit_code == 2 and r.stdout == "" and r.stderr.count("\n") == 1
+    assert r.stderr.startswith(f"moeplan: error: tuning for {ENG} (--engine {ENG}) is not implemented yet")
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

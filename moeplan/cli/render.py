@@ -100,13 +100,7 @@ def print_resolution(data: dict) -> None:
             console_.print(f"   [red]missing[/red]: the engine would use its default config (tried: {tried})",
                           soft_wrap=True)
         if "entry" in t:
-            e = t["entry"]
-            if e["source"] == "error":
-                console_.print(f"   M={data['batch_size']}: {user_text(e['error'])}", soft_wrap=True)
-            else:
-                where = f"entry {e['batch_key']}" if e["source"] == "table" else "the default heuristic"
-                cfg = ", ".join(f"{k}={v}" for k, v in e["config"].items())
-                console_.print(f"   M={data['batch_size']} uses {where}: {cfg}", soft_wrap=True)
+            _print_entry(console_, t["entry"], data["batch_size"])
 
 
 def _sglang_where(console_, t: dict, lay: dict, is_down: bool) -> None:
@@ -135,17 +129,17 @@ def _sglang_where(console_, t: dict, lay: dict, is_down: bool) -> None:
     for w in t["warnings"]:
         console_.print(f"   [yellow]warning[/yellow]: {user_text(w)}", soft_wrap=True)
     if "entry" in t:
-        e = t["entry"]
-        if e["source"] == "error":
-            console_.print(f"   M={data_batch(t)}: {user_text(e['error'])}", soft_wrap=True)
-        else:
-            where = f"entry {e['batch_key']}" if e["source"] == "table" else "the default heuristic"
-            cfg = ", ".join(f"{k}={v}" for k, v in e["config"].items())
-            console_.print(f"   M={data_batch(t)} uses {where}: {cfg}", soft_wrap=True)
+        _print_entry(console_, t["entry"], t.get("_batch_size"))
 
 
-def data_batch(t: dict):
-    return t.get("_batch_size")
+def _print_entry(console_, e: dict, M) -> None:
+    """The entry (or default config) a batch of M tokens runs, or why it cannot be read."""
+    if e["source"] == "error":
+        console_.print(f"   M={M}: {user_text(e['error'])}", soft_wrap=True)
+    else:
+        where = f"entry {e['batch_key']}" if e["source"] == "table" else "the default heuristic"
+        cfg = ", ".join(f"{k}={v}" for k, v in e["config"].items())
+        console_.print(f"   M={M} uses {where}: {cfg}", soft_wrap=True)
 
 
 def _print_sglang_tables(console_, data: dict, tag: dict) -> None:

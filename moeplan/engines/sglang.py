@@ -23,6 +23,7 @@ from moeplan.base.errors import TableError
 from moeplan.base.safeio import MAX_DEVICE_NAME, check_device_name, shown
 from moeplan.engines.knobs import KernelConfig
 from moeplan.engines.profile import EP_ALIGN_BUCKET, EngineProfile
+from moeplan.engines.vllm import _BASE_DOMAINS, ENGINE_BATCH_SIZES, nearest_batch_key  # noqa: F401 (SGLang's too)
 
 ENGINE = "sglang"
 ENGINE_DISTRIBUTION = "sglang"
@@ -31,17 +32,7 @@ UNKNOWN_DEVICE = "<unknown>"
 DOWN_SUFFIX = "_down"
 TMA_KEY = "USE_TMA"  # the one non-launch key an SGLang entry may carry (removed before launch)
 
-# The batch sizes of SGLang's tuners (the same 18 as vLLM's).
-ENGINE_BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 1536, 2048, 3072, 4096)
-
-# SGLang's tuner domains on CUDA (spec §4): BLOCK_SIZE_M from 16, the rest as vLLM's script.
-_BASE_DOMAINS = tuple({
-    "BLOCK_SIZE_N": (32, 64, 128, 256),
-    "BLOCK_SIZE_K": (64, 128, 256),
-    "GROUP_SIZE_M": (1, 16, 32, 64),
-    "num_warps": (4, 8),
-    "num_stages": (2, 3, 4, 5),
-}.items())
+# SGLang's tuners keep vLLM's 18 batch sizes (ENGINE_BATCH_SIZES) and domains (spec §4), BLOCK_SIZE_M from 16.
 _BLOCK_M = (16, 32, 64, 128, 256)
 
 HEURISTICS = ("sglang",)
@@ -250,13 +241,6 @@ def default_config(M: int, E: int, N: int, K: int, topk: int, dtype: Optional[st
     if M <= E:
         return KernelConfig(16, 32, 64, 1, 4, 3)
     return KernelConfig(64, 64, 32, 8, 4, 3)
-
-
-def nearest_batch_key(keys: Sequence[int], M: int) -> int:
-    """The entry SGLang uses for M tokens: nearest key, ties to the earlier key in file order."""
-    if not keys:
-        raise TableError("tuning table has no batch-size entries")
-    return min(keys, key=lambda k: abs(k - M))
 
 
 # ---- the merged shared expert ----------------------------------------------------------
