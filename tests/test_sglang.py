@@ -307,3 +307,13 @@ def test_tune_for_sglang_refuses_rather_than_write_unread_tables(tmp_path):
     assert r.exit_code == 2 and r.stdout == "" and r.stderr.count("\n") == 1
     assert r.stderr.startswith(f"moeplan: error: tuning for {ENG} (--engine {ENG}) is not implemented yet")
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_python_api_engine():
+    import moeplan
+
+    res = moeplan.resolve("deepseek-v3", tp=8, device_name="NVIDIA H200", engine=ENG)
+    assert [t.file_name for t in res.tables()] == [DSV3_TP8 + ".json"]
+    d = moeplan.describe(res, env={})
+    assert d["engine"]["profile"] == ENG and d["tables"][0]["down"]["tuning_file"] == DSV3_TP8 + "_down.json"
+    assert moeplan.resolve("deepseek-v3", tp=8, device_name="NVIDIA H200").tables()[0].E == 256
