@@ -43,15 +43,18 @@ __all__ = ["TuneRequest", "describe", "load_table", "plan", "resolve", "tune_tab
 def resolve(model: str, *, tp: int = 1, dp: int = 1, ep: bool = False, placement: str = "linear",
             dtype: str = "auto", block_shape: Optional[str] = None, per_token: bool = False,
             per_channel: bool = False, device_name: Optional[str] = None,
-            all2all_backend: str = "allgather_reducescatter"):
+            all2all_backend: str = "allgather_reducescatter", engine: Optional[str] = None):
     """What every device of a layout gets (`moeplan resolve`): a `Resolution` (ranks, local experts,
     N, quant config, tuning-file names). `model`: a preset alias, repo id or config.json path;
     `block_shape` as `--block-shape` takes it ("128,128"). No device name: the file names' device
-    part is unknown (the local GPU is never probed here)."""
+    part is unknown (the local GPU is never probed here). `engine`: a profile name whose engine
+    names the files (e.g. "sglang-0.5.23"); None: vLLM's names."""
+    from moeplan.engines.registry import get_profile
     from moeplan.layout.resolve import resolution_from_options
 
     return resolution_from_options(model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel,
-                                   device_name, all2all_backend, detect_device=False)
+                                   device_name, all2all_backend, detect_device=False,
+                                   profile=get_profile(engine) if engine is not None else None)
 
 
 def describe(res, tuned_dirs: Sequence[str] = (), engine: Optional[str] = None, batch_size: Optional[int] = None,
@@ -62,6 +65,8 @@ def describe(res, tuned_dirs: Sequence[str] = (), engine: Optional[str] = None, 
     from moeplan.engines.registry import choose_profile
     from moeplan.layout.describe import resolve_report
 
+    if engine is None and res.profile is not None:  # the profile the Resolution was named under
+        engine = res.profile.name
     return resolve_report(res, tuned_dirs, choose_profile(engine), None, batch_size, env)
 
 

@@ -26,8 +26,9 @@ BlockOpt = Annotated[Optional[str], typer.Option(
 PerTokenOpt = Annotated[bool, typer.Option("--per-token", help="Per-token activation scales (fp8_w8a8, int8_w8a8).")]
 PerChannelOpt = Annotated[bool, typer.Option("--per-channel", help="Per-output-channel weight scales (fp8_w8a8, int8_w8a8).")]
 EngineOpt = Annotated[Optional[str], typer.Option(
-    "--engine", help="Engine profile whose fused-MoE kernel rules apply (vllm-0.12, vllm-0.25, vllm-0.33). Default: the "
-                     "profile of the installed vllm (read from its package metadata), else the newest.")]
+    "--engine", help="Engine profile whose fused-MoE kernel rules and table names apply (vllm-0.12, vllm-0.25, "
+                     "vllm-0.33, sglang-0.4.10, sglang-0.5.23). Default: the profile of the installed vllm (read "
+                     "from its package metadata), else of the installed sglang, else the newest vLLM one.")]
 
 
 def engine_choice(engine: Optional[str]):

@@ -78,6 +78,9 @@ def print_resolution(data: dict) -> None:
         shape = "(" + ", ".join(map(str, o["scale_shape"])) + ")" if o["scale_shape"] else "-"
         qt.add_row(op, o["dtype"] or f"{q['activation_dtype']} (unquantized)", o["group"] or "-", shape)
     console_.print(qt)
+    if eng["rules"].get("engine") == "sglang":
+        _print_sglang_tables(console_, data, tag)
+        return
     console_.print("[bold]tuning tables[/bold]")
     for t in data["tables"]:
         devs = _compact_ids(t["devices"])
@@ -97,13 +100,65 @@ def print_resolution(data: dict) -> None:
             console_.print(f"   [red]missing[/red]: the engine would use its default config (tried: {tried})",
                           soft_wrap=True)
         if "entry" in t:
-            e = t["entry"]
-            if e["source"] == "error":
-                console_.print(f"   M={data['batch_size']}: {user_text(e['error'])}", soft_wrap=True)
-            else:
-                where = f"entry {e['batch_key']}" if e["source"] == "table" else "the default heuristic"
-                cfg = ", ".join(f"{k}={v}" for k, v in e["config"].items())
-                console_.print(f"   M={data['batch_size']} uses {where}: {cfg}", soft_wrap=True)
+            _print_entry(console_, t["entry"], data["batch_size"])
+
+
+def _sglang_where(console_, t: dict, lay: dict, is_down: bool) -> None:
+    """Where SGLang loads one table from (bundled, a fallback Triton folder, $SGLANG_MOE_CONFIG_DIR,
+    the up table for a `_down` name, or its default rule), and how to make it load moeplan's."""
+    if not lay["device_name"]:
+        console_.print("   [yellow]device unknown[/yellow]: pass --device-name to name and look up the file")
+        return
+    via, loads = t["engine_loads_via"], t["engine_loads"]
+    if loads:
+        how = {"exact": "its Triton folder", "fallback": f"fallback folder {t['triton_folder']}",
+               "up table": "the up table (no _down file)"}.get(via, via)
+        console_.print(f"   SGLang loads ({how}, root {user_text(t['engine_root_reason'])}): {user_text(loads)}",
+                       soft_wrap=True)
+    else:
+        rule = "GEMM2 runs the up entry, else the default rule" if is_down else "its default config"
+        console_.print(f"   [red]SGLang loads no file[/red]: {rule}", soft_wrap=True)
+    if t["found"] and t["found"] != loads:
+        console_.print(f"   [green]found ({'tuned' if t['source'] == 'tuned' else t['source']})[/green]: "
+                       f"{user_text(t['found'])}", soft_wrap=True)
+    if t["export"]:
+        console_.print(f"   to make SGLang load it: {user_text(t['export'])}", soft_wrap=True)
+    if t["copy_bundled"]:
+        console_.print(f"   that hides the bundled tables; copy them first: {user_text(t['copy_bundled'])}",
+                       soft_wrap=True)
+    for w in t["warnings"]:
+        console_.print(f"   [yellow]warning[/yellow]: {user_text(w)}", soft_wrap=True)
+    if "entry" in t:
+        _print_entry(console_, t["entry"], t.get("_batch_size"))
+
+
+def _print_entry(console_, e: dict, M) -> None:
+    """The entry (or default config) a batch of M tokens runs, or why it cannot be read."""
+    if e["source"] == "error":
+        console_.print(f"   M={M}: {user_text(e['error'])}", soft_wrap=True)
+    else:
+        where = f"entry {e['batch_key']}" if e["source"] == "table" else "the default heuristic"
+        cfg = ", ".join(f"{k}={v}" for k, v in e["config"].items())
+        console_.print(f"   M={M} uses {where}: {cfg}", soft_wrap=True)
+
+
+def _print_sglang_tables(console_, data: dict, tag: dict) -> None:
+    eng, lay = data["engine"], data["layout"]
+    console_.print(f"SGLang reads configs/{eng['triton_folder']} first (Triton {eng['triton_version']}: "
+                   f"{user_text(eng['triton_version_reason'])}), then the other triton_* folders newest first",
+                   soft_wrap=True)
+    console_.print(f"shared expert: {user_text(data['shared_expert_merge'])}", soft_wrap=True)
+    for w in eng["warnings"]:
+        console_.print(f"[yellow]warning[/yellow]: {user_text(w)}", soft_wrap=True)
+    console_.print("[bold]tuning tables[/bold]")
+    for t in data["tables"]:
+        console_.print(f"{tag[t['tuning_file']]} {user_text(t['tuning_file'])}  (devices {_compact_ids(t['devices'])}; "
+                       f"E={t['E']} top-{t['topk']})", soft_wrap=True)
+        _sglang_where(console_, {**t, "_batch_size": data["batch_size"]}, lay, False)
+        if "down" in t:
+            d = t["down"]
+            console_.print(f"   GEMM2: {user_text(d['tuning_file'])}", soft_wrap=True)
+            _sglang_where(console_, {**d, "_batch_size": data["batch_size"]}, lay, True)
 
 
 def print_models(rows: list[dict]) -> None:

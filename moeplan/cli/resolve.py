@@ -27,7 +27,8 @@ def resolve(
     tuned_dir: List[str] = typer.Option([], "--tuned-dir", help="Folder of tuning tables to look in (repeatable; $VLLM_TUNED_CONFIG_FOLDER is tried first, as the engine does). Default: ./tuned (where tune writes), then moeplan's shipped tables."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Show the table entry (or default config) a batch of M tokens would use."),
     engine: EngineOpt = None,
-    engine_configs: Optional[str] = typer.Option(None, "--engine-configs", help="The engine's folder of shipped tuning tables (default: found from the installed vllm's package files, never by importing it)."),
+    triton_version: Optional[str] = typer.Option(None, "--triton-version", help="SGLang engines: the serving Triton version, which names the folder SGLang reads first (configs/triton_X_Y_Z). Default: the installed triton's (package metadata) when SGLang is installed here, else the one the SGLang release pins."),
+    engine_configs: Optional[str] = typer.Option(None, "--engine-configs", help="The engine's folder of shipped tuning tables (vLLM: .../fused_moe/configs; SGLang: the folder holding configs/triton_*). Default: found from the installed engine's package files, never by importing it."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ):
     """What every device of a TP/DP/EP layout gets: ranks, experts, N, quant config and tuning file."""
@@ -40,9 +41,10 @@ def resolve(
         check_int("--batch-size", batch_size, 1, MAX_BATCH)
     for d in tuned_dir:
         check_path("--tuned-dir", d, "a folder of tuning tables")
+    choice = engine_choice(engine)
     res = resolution_from_options(model, tp, dp, ep, placement, dtype, block_shape, per_token, per_channel,
-                                  device_name, all2all_backend)
-    data = resolve_report(res, tuned_dir, engine_choice(engine), engine_configs, batch_size, dict(os.environ))
+                                  device_name, all2all_backend, profile=choice.profile)
+    data = resolve_report(res, tuned_dir, choice, engine_configs, batch_size, dict(os.environ), triton_version)
     if as_json:
         typer.echo(json.dumps(data, indent=2))
     else:

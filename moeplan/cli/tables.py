@@ -23,11 +23,11 @@ def show(path: str = typer.Argument(..., help="A tuning-table JSON file.")):
 
     from moeplan.base.errors import TableError
     from moeplan.engines.knobs import KNOBS
-    from moeplan.engines.vllm import parse_tuning_file_name
     from moeplan.cli.render import user_text
     from moeplan.base.safeio import check_path, shown
+    from moeplan.engines.registry import ENGINES
     from moeplan.tables.table import parse_table, read_table_text
-    from moeplan.tables.verify import verify_table_text
+    from moeplan.tables.verify import table_engine, verify_table_text
 
     check_path("FILE", path, "a tuning-table file")
     p = Path(path)
@@ -36,24 +36,36 @@ def show(path: str = typer.Argument(..., help="A tuning-table JSON file.")):
     text = read_table_text(p)
     # The same checks as `verify --strict` (its byte format and file-name grammar apart): a table the
     # engine's kernel cannot run is reported, never printed as if it were one.
-    problems = verify_table_text(p.name, text, check_name=False, within_engine=True)
+    engine = table_engine(p)
+    parse_tuning_file_name = ENGINES[engine].parse_tuning_file_name
+    problems = verify_table_text(p.name, text, check_name=False, within_engine=True, engine=engine)
     if problems:
         more = f" (and {len(problems) - 1} more; `moeplan verify` lists them all)" if len(problems) > 1 else ""
         raise TableError(f"{shown(path)}: {problems[0]}{more}")
-    table = parse_table(text, shown(path))
+    table = parse_table(text, shown(path), engine)
+    triton = table.triton_version or (p.parent.name[len("triton_"):].replace("_", ".")
+                                      if engine == "sglang" and p.parent.name.startswith("triton_") else "-")
     try:
         info = parse_tuning_file_name(p.name)
         title = (f"{user_text(p.name)}\nE={info['E']} N={info['N']} device={info['device']} "
                  f"dtype={info['dtype'] or '-'} block_shape={info['block_shape'] or '-'} "
-                 f"triton={user_text(table.triton_version or '-')}")
+                 f"triton={user_text(triton)}")
+        if engine == "sglang":
+            title += f" engine=sglang{' GEMM2' if info['down'] else ''}"
     except TableError:
-        title = f"{user_text(p.name)} (not an engine file name) triton={user_text(table.triton_version or '-')}"
+        title = f"{user_text(p.name)} (not an engine file name) triton={user_text(triton)}"
     t = Table(title=title, title_justify="left")
     t.add_column("batch", justify="right")
     for k in KNOBS:
         t.add_column(k, justify="right")
+    tma = any("USE_TMA" in e for e in table.extras.values())
+    if tma:
+        t.add_column("USE_TMA", justify="right")
     for m, cfg in sorted(table.entries.items()):
-        t.add_row(str(m), *(str(v) for v in cfg.to_dict().values()))
+        row = [str(v) for v in cfg.to_dict().values()]
+        if tma:
+            row.append(str(table.extras.get(m, {}).get("USE_TMA", False)).lower())
+        t.add_row(str(m), *row)
     con = Console()
     if not con.is_terminal:
         con = Console(width=160)  # keep the knob names whole in pipes and logs

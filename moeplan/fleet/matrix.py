@@ -228,6 +228,9 @@ def expand(matrix: Matrix) -> tuple[list[TableJob], list[Invalid]]:
     An unknown model raises (ModelError, one line): it is a typo, not a combination to skip.
     """
     specs: dict[str, ModelSpec] = {m: load_model(m) for m in matrix.models}
+    from moeplan.engines.registry import get_profile
+
+    profile = get_profile(matrix.engine) if matrix.engine else None  # an SGLang engine names SGLang's files
     users: dict[str, list[Combination]] = {}
     first: dict[str, tuple[str, TableSpec, Resolution]] = {}
     invalid: list[Invalid] = []
@@ -238,7 +241,7 @@ def expand(matrix: Matrix) -> tuple[list[TableJob], list[Invalid]]:
                 for device in matrix.devices:
                     combo = Combination(model, lay, dtype, device)
                     try:
-                        res = resolve(specs[model], layout, QuantRequest(dtype=dtype), device)
+                        res = resolve(specs[model], layout, QuantRequest(dtype=dtype), device, profile)
                     except MoeplanError as e:
                         invalid.append(Invalid(combo, " ".join(str(e).split())))
                         continue

@@ -22,7 +22,7 @@ import torch
 from moeplan.engines.registry import NEWEST, PROFILES, get_profile
 from moeplan.engines.profile import EngineProfile
 from moeplan.engines.knobs import KNOBS, KernelConfig
-from moeplan.engines.vllm import default_config
+from moeplan.engines.registry import default_config
 from moeplan.kernels._common import cdiv
 from moeplan.kernels.activation import act_and_quant
 from moeplan.kernels.align import AlignBuffers, moe_align_block_size

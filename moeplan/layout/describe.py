@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Mapping, Optional, Sequence
 
 from moeplan.base.errors import TableError
-from moeplan.engines.vllm import default_config
+from moeplan.engines.registry import default_config
 from moeplan.layout.resolve import Resolution, TableSpec
 from moeplan.layout.quant import QuantDesc
 from moeplan.tables.lookup import locate_table
@@ -54,7 +54,7 @@ def _entry(spec: TableSpec, path: Optional[str], M: int, heuristic: str) -> dict
     if path is not None:
         from moeplan.tables.table import load_table
 
-        table = load_table(path)
+        table = load_table(path, spec.engine)
         key, cfg = table.entry_for(M)
         return {"source": "table", "batch_key": key, "config": cfg.to_dict()}
     cfg = default_config(M, spec.E, spec.N, spec.K, spec.topk, spec.config_name,
@@ -70,6 +70,41 @@ def engine_dict(choice, engine_dir: Optional[str], engine_dir_reason: str) -> di
             "configs_dir_reason": engine_dir_reason, "rules": p.to_dict()}
 
 
+def _sglang_tables(res: Resolution, tuned_dirs: Sequence[str], env: Mapping[str, str], batch_size: Optional[int],
+                   engine: dict) -> list[dict]:
+    """The tables of an SGLang resolution: each up table and its `_down` one, where SGLang loads
+    each from (`moeplan.tables.sglang_lookup`), and the entry a batch would run."""
+    from moeplan.tables import sglang_lookup
+
+    tv, prof = engine["triton_version"], engine["profile"]
+    out = []
+    for spec in res.tables():
+        t = {"tuning_file": spec.file_name, "E": spec.E, "N": spec.N, "topk": spec.topk,
+             "merged_shared_experts": spec.merged_shared, "devices": list(spec.devices), "engine_profile": prof}
+        names = [("up", spec.file_name)] + ([("down", spec.down_file_name)] if spec.down_file_name else [])
+        up = None
+        for role, name in names:
+            if res.device_known:
+                w = sglang_lookup.locate(name, tuned_dirs, env, engine["configs_dir"], tv, prof, up)
+            else:
+                w = {"found": None, "source": "unknown", "engine_loads": None, "engine_loads_via": None,
+                     "triton_folder": None, "engine_root": None, "engine_root_reason": None, "export": None,
+                     "copy_bundled": None, "tried": [], "warnings": []}
+            if batch_size is not None:
+                path = w["engine_loads"] or w["found"]
+                try:
+                    w["entry"] = _entry(spec, path, batch_size, engine["rules"]["default_heuristic"])
+                except TableError as e:
+                    w["entry"] = {"source": "error", "error": str(e)}
+            if role == "up":
+                up = w
+                t.update(w)
+            else:
+                t["down"] = {"tuning_file": name, **w}
+        out.append(t)
+    return out
+
+
 def resolution_dict(res: Resolution, tuned_dirs: Sequence[str], env: Mapping[str, str],
                     batch_size: Optional[int] = None, engine: Optional[dict] = None) -> dict:
     """`engine`: an `engine_dict` (profile and shipped-table folder); None: the newest profile,
@@ -81,7 +116,12 @@ def resolution_dict(res: Resolution, tuned_dirs: Sequence[str], env: Mapping[str
     m = res.model
     tables = []
     found: dict[str, Optional[str]] = {}
-    for spec in res.tables():
+    sglang_tables = _sglang_tables(res, tuned_dirs, env, batch_size, engine) \
+        if engine["rules"].get("engine") == "sglang" else None
+    for t in sglang_tables or ():
+        found[t["tuning_file"]] = t["found"]
+    tables.extend(sglang_tables or ())
+    for spec in (res.tables() if sglang_tables is None else ()):
         if res.device_known:
             where = locate_table(spec.file_name, tuned_dirs, env, engine["configs_dir"])
         else:
@@ -111,7 +151,7 @@ def resolution_dict(res: Resolution, tuned_dirs: Sequence[str], env: Mapping[str
             "use_deepep_ht_kernels": r.use_deepep_ht_kernels, "use_deepep_ll_kernels": r.use_deepep_ll_kernels,
         })
     lay = res.layout
-    return {
+    out = {
         "model": m.to_dict(),  # the one JSON form of a ModelSpec
         "model_source": m.source,  # where it was read from (a preset file or a config.json)
         "layout": {"tp": lay.tp, "dp": lay.dp, "ep": lay.use_ep, "world_size": lay.world_size,
@@ -123,11 +163,17 @@ def resolution_dict(res: Resolution, tuned_dirs: Sequence[str], env: Mapping[str
         "tables": tables,
         "batch_size": batch_size,
     }
+    if res.profile is not None and res.profile.engine == "sglang":
+        out["shared_expert_merge"] = res.merge_note
+        for dv, d in zip(devices, res.devices):
+            dv["kernel_experts"], dv["down_file"] = d.kernel_experts, d.down_file
+    return out
 
 
-def engine_folder(engine_configs: Optional[str]) -> tuple[Optional[str], str]:
+def engine_folder(engine_configs: Optional[str], profile=None) -> tuple[Optional[str], str]:
     """The engine's shipped-table folder and why: `--engine-configs DIR` (checked), else the
-    installed vllm's (found from its package files), else none."""
+    installed engine's (found from its package files), else none. SGLang's is the root holding
+    `configs/triton_*`."""
     import os
 
     from moeplan.base.errors import MoeplanError
@@ -139,6 +185,11 @@ def engine_folder(engine_configs: Optional[str]) -> tuple[Optional[str], str]:
             raise MoeplanError(f"--engine-configs {engine_configs!r} is not a folder; pass the engine's configs folder "
                                "(.../vllm/model_executor/layers/fused_moe/configs)")
         return engine_configs, "--engine-configs"
+    if profile is not None and profile.engine == "sglang":
+        from moeplan.engines import sglang
+
+        d = sglang.engine_config_dir(profile.name)
+        return d, ("the installed sglang's package" if d else "sglang not installed; --engine-configs DIR names one")
     from moeplan.engines.vllm import engine_config_dir
 
     engine_dir = engine_config_dir()
@@ -146,7 +197,8 @@ def engine_folder(engine_configs: Optional[str]) -> tuple[Optional[str], str]:
 
 
 def resolve_report(res: Resolution, tuned_dirs: Sequence[str], choice, engine_configs: Optional[str] = None,
-                   batch_size: Optional[int] = None, env: Optional[Mapping[str, str]] = None) -> dict:
+                   batch_size: Optional[int] = None, env: Optional[Mapping[str, str]] = None,
+                   triton_version: Optional[str] = None) -> dict:
     """Everything `moeplan resolve` shows: `resolution_dict` with the engine profile `choice`, the
     engine's folder (`engine_folder`) and the tables looked up in `tuned_dirs` (empty: the default
     folders, ./tuned then moeplan's shipped tables)."""
@@ -154,7 +206,21 @@ def resolve_report(res: Resolution, tuned_dirs: Sequence[str], choice, engine_co
 
     import os
 
-    engine_dir, why = engine_folder(engine_configs)
+    engine_dir, why = engine_folder(engine_configs, choice.profile)
     dirs = list(tuned_dirs) or default_tuned_dirs()
     env = dict(os.environ if env is None else env)  # the engine reads $VLLM_TUNED_CONFIG_FOLDER first
-    return resolution_dict(res, dirs, env, batch_size, engine_dict(choice, engine_dir, why))
+    eng = engine_dict(choice, engine_dir, why)
+    if choice.profile.engine == "sglang":
+        from moeplan.base.safeio import check_text
+        from moeplan.engines import sglang
+
+        if triton_version is not None:
+            check_text("--triton-version", triton_version, "a Triton version such as 3.8.0")
+        eng["triton_version"], eng["triton_version_reason"] = sglang.serving_triton(choice.profile.name,
+                                                                                    triton_version)
+        eng["triton_folder"] = sglang.version_folder(eng["triton_version"])
+        env_dir = env.get(sglang.ENV_CONFIG_DIR) if sglang.HAS_ENV_DIR.get(choice.profile.name) else None
+        eng["config_dir_env"] = env_dir or None
+        eng["warnings"] = ([f"${sglang.ENV_CONFIG_DIR}={env_dir} hides SGLang's bundled tables: every MoE table the "
+                            "server needs must be under it (copy the bundled configs/ there too)"] if env_dir else [])
+    return resolution_dict(res, dirs, env, batch_size, eng)

@@ -25,7 +25,7 @@ from typing import Callable, Optional, Sequence
 from moeplan.engines.profile import EngineProfile
 from moeplan.base.errors import LayoutError, MoeplanError, PlanError
 from moeplan.planner.hardware import GiB, Card
-from moeplan.engines.vllm import default_config
+from moeplan.engines.registry import default_config
 from moeplan.engines.launch import OPERAND_BYTES
 from moeplan.model.spec import ModelSpec
 from moeplan.engines.vllm import parse_tuning_file_name

@@ -15,6 +15,7 @@ from typing import Optional
 from moeplan.base.errors import TableError
 from moeplan.engines.knobs import KNOBS, KernelConfig
 from moeplan.tables.table import TuningTable, load_table
+from moeplan.tables.verify import table_engine
 
 SAME, CHANGED, ONLY_A, ONLY_B = "same", "changed", "only_a", "only_b"
 
@@ -121,12 +122,13 @@ def diff_paths(a: str | os.PathLike, b: str | os.PathLike) -> Diff:
                          "tables or two folders of them")
     if not pa.is_dir():
         return Diff(str(pa), str(pb), (diff_tables(pa.name if pa.name == pb.name else f"{pa.name} | {pb.name}",
-                                                   str(pa), load_table(pa), str(pb), load_table(pb)),))
+                                                   str(pa), load_table(pa, table_engine(pa)), str(pb), load_table(pb, table_engine(pb))),))
     ta, tb = _tables_in(pa), _tables_in(pb)
     if not ta and not tb:
         raise TableError(f"neither {str(pa)!r} nor {str(pb)!r} holds .json tuning tables")
     both = sorted(set(ta) & set(tb))
-    tables = tuple(diff_tables(n, str(ta[n]), load_table(ta[n]), str(tb[n]), load_table(tb[n])) for n in both)
+    tables = tuple(diff_tables(n, str(ta[n]), load_table(ta[n], table_engine(ta[n])), str(tb[n]),
+                                 load_table(tb[n], table_engine(tb[n]))) for n in both)
     return Diff(str(pa), str(pb), tables, tuple(sorted(set(ta) - set(tb))), tuple(sorted(set(tb) - set(ta))))
 
 

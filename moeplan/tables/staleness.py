@@ -6,6 +6,9 @@ A moeplan table is stale when:
 - the engine profile it was tuned for (the `engine_profile` column of the measurements CSV
   beside it) is not the current one; a CSV without that column counts as profile unknown;
 - the measurements CSV beside it is missing (nothing to tell how it was made).
+An SGLang table (in a `configs/triton_<X_Y_Z>/` folder) records no version key: its Triton is
+the folder's, and it is stale when that is not the installed Triton's (SGLang reads the
+installed version's folder first, so a table in another folder is only reached by fallback).
 
 Tables shipped inside the installed engine are the engine's own: found, never judged stale.
 
@@ -67,12 +70,22 @@ def stale_reasons(table_path: str | os.PathLike, inst: Installation) -> list[str
     """Why a table is stale (empty: it is current)."""
     from moeplan.tables.table import load_table
 
+    from moeplan.tables.verify import table_engine
+
     reasons = []
+    engine = table_engine(table_path)
     try:
-        version = load_table(table_path).triton_version
+        version = load_table(table_path, engine).triton_version
     except TableError as e:
         return [f"unreadable ({e})"]
-    if inst.triton_version is not None and version != inst.triton_version:
+    folder = Path(table_path).parent.name
+    if engine == "sglang" and folder.startswith("triton_"):
+        from moeplan.engines.sglang import version_folder
+
+        if inst.triton_version is not None and folder != version_folder(inst.triton_version):
+            reasons.append(f"in SGLang folder {folder}, installed Triton {inst.triton_version} reads "
+                           f"{version_folder(inst.triton_version)} first (reached only by fallback)")
+    elif inst.triton_version is not None and version != inst.triton_version:
         reasons.append(f"tuned with Triton {version}, installed {inst.triton_version}" if version
                        else f"records no triton_version (installed {inst.triton_version})")
     csv_path = csv_beside(table_path)

@@ -2,6 +2,8 @@
 
 File content: `{"triton_version": "3.6.0", "1": {six knobs}, "2": {...}, ...}`, written with
 `json.dump(indent=4)` plus a trailing newline, batch keys in increasing order.
+SGLang tables (`engine="sglang"`) never carry `triton_version` (SGLang `int()`s every key and
+crashes on it; the Triton version is the folder's name) and may carry `USE_TMA` per entry.
 Imports neither torch nor triton.
 """
 
@@ -29,6 +31,8 @@ class TuningTable:
 
     entries: dict[int, KernelConfig] = field(default_factory=dict)
     triton_version: Optional[str] = None
+    engine: str = "vllm"  # "sglang": no triton_version key is ever written; entries may carry extras
+    extras: dict[int, dict] = field(default_factory=dict)  # SGLang: USE_TMA (and launch options) per entry
 
     def batch_sizes(self) -> list[int]:
         return list(self.entries)
@@ -40,10 +44,10 @@ class TuningTable:
 
     def to_json(self) -> str:
         obj: dict = {}
-        if self.triton_version is not None:
+        if self.triton_version is not None and self.engine != "sglang":
             obj["triton_version"] = self.triton_version
         for m in sorted(self.entries):
-            obj[str(m)] = self.entries[m].to_dict()
+            obj[str(m)] = {**self.entries[m].to_dict(), **self.extras.get(m, {})}
         return json.dumps(obj, indent=4) + "\n"
 
 
@@ -58,12 +62,22 @@ def _no_duplicates(source: str):
     return hook
 
 
-def parse_table(text: str, source: str = "<table>") -> TuningTable:
+# What an SGLang entry may hold beside the six knobs (popped before launch or passed to it).
+SGLANG_EXTRAS = ("USE_TMA", "num_ctas")
+SGLANG_LAUNCH_DEFAULTS = {"num_warps": 4, "num_stages": 3}  # Triton's, for entries that omit them
+
+
+def parse_table(text: str, source: str = "<table>", engine: str = "vllm") -> TuningTable:
     """Parse table JSON the way the engine does, but strictly: TableError names the problem
-    (duplicate keys, illegal knob values and an empty table included)."""
+    (duplicate keys, illegal knob values and an empty table included). `engine="sglang"`:
+    SGLang's rules (`triton_version` refused, `USE_TMA` kept, omitted warps/stages defaulted)."""
     obj = safeio.parse_json(text, source, TableError, object_pairs_hook=_no_duplicates(source))
     if not isinstance(obj, dict):
         raise TableError(f"{source}: expected a JSON object of batch size -> config, got {type(obj).__name__}")
+    if engine == "sglang" and "triton_version" in obj:
+        raise TableError(f"{source}: has a triton_version key, which SGLang int()s and crashes on at the first MoE "
+                         "call; remove it (SGLang reads the Triton version from the folder name)")
+    extras: dict[int, dict] = {}
     version = obj.pop("triton_version", None)
     if version is not None and not isinstance(version, str):
         raise TableError(f"{source}: triton_version {safeio.shown(version)} is not a string")
@@ -79,13 +93,20 @@ def parse_table(text: str, source: str = "<table>") -> TuningTable:
             raise TableError(f"{source}: batch size {m} appears twice")
         if not isinstance(cfg, dict):
             raise TableError(f"{source}: entry {key!r} is not an object of the six kernel knobs")
+        if engine == "sglang":
+            extra = {k: cfg[k] for k in SGLANG_EXTRAS if k in cfg}
+            if "USE_TMA" in extra and not isinstance(extra["USE_TMA"], bool):
+                raise TableError(f"{source}: entry {key!r}: USE_TMA={safeio.shown(extra['USE_TMA'])} is not true/false")
+            cfg = {**SGLANG_LAUNCH_DEFAULTS, **{k: v for k, v in cfg.items() if k not in SGLANG_EXTRAS}}
+            if extra:
+                extras[m] = extra
         problems = entry_problems(cfg)
         if problems:
             raise TableError(f"{source}: entry {key!r}: {problems[0]}")
         entries[m] = KernelConfig.from_dict(cfg)
     if not entries:
         raise TableError(f"{source}: no batch-size entries")
-    return TuningTable(entries, version)
+    return TuningTable(entries, version, engine, extras)
 
 
 def read_table_text(path: str | os.PathLike) -> str:
@@ -93,8 +114,8 @@ def read_table_text(path: str | os.PathLike) -> str:
     return safeio.read_text(path, "tuning table", MAX_TABLE_BYTES, TableError)
 
 
-def load_table(path: str | os.PathLike) -> TuningTable:
-    return parse_table(read_table_text(path), safeio.shown(os.fspath(path)))
+def load_table(path: str | os.PathLike, engine: str = "vllm") -> TuningTable:
+    return parse_table(read_table_text(path), safeio.shown(os.fspath(path)), engine)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -150,5 +171,9 @@ def merge_tables(existing: TuningTable, new: TuningTable, replace: bool = False)
                          f"{new.triton_version}; pass --force to replace it rather than mix versions")
     entries = dict(existing.entries)
     entries.update(new.entries)
+    # an entry's extras (USE_TMA) belong to its config: a replaced entry takes the new ones only
+    extras = {**{m: e for m, e in existing.extras.items() if m not in new.entries}, **new.extras}
     version = new.triton_version or existing.triton_version
-    return MergeResult(TuningTable({m: entries[m] for m in sorted(entries)}, version), added, clash, same)
+    merged = TuningTable({m: entries[m] for m in sorted(entries)}, version, new.engine,
+                         {m: extras[m] for m in sorted(extras) if m in entries})
+    return MergeResult(merged, added, clash, same)

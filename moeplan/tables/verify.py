@@ -14,16 +14,32 @@ from moeplan.base import safeio
 from moeplan.base.errors import TableError
 from moeplan.engines.knobs import KNOBS
 from moeplan.engines.limits import entry_problems
-from moeplan.tables.table import parse_table, read_table_text
+from moeplan.tables.table import SGLANG_EXTRAS, SGLANG_LAUNCH_DEFAULTS, parse_table, read_table_text
+
+
+def table_engine(path: str | os.PathLike) -> str:
+    """Whose table a file is: "sglang" when it sits in a `triton_<X_Y_Z>` folder or its name is
+    spelled as only SGLang spells names (`block_shape=[128, 128]`, `_down`, ...), else "vllm"."""
+    from moeplan.engines import sglang
+
+    p = Path(path)
+    if p.parent.name.startswith("triton_") or sglang.is_sglang_name(p.name):
+        return "sglang"
+    return "vllm"
+
 
 def verify_table_text(name: str, text: str, strict_format: bool = False, check_name: bool = True,
-                      within_engine: Optional[bool] = None) -> list[str]:
+                      within_engine: Optional[bool] = None, engine: str = "vllm") -> list[str]:
     """Every problem of one table file (empty list = fine): name grammar, JSON, keys, values,
     duplicates and key order. `strict_format` also requires every knob within the engine's
     limits (`engine_limits`; `within_engine` asks for that alone) and the exact bytes moeplan
-    writes."""
+    writes. `engine="sglang"`: SGLang's grammar, a `triton_version` key is a problem (SGLang
+    crashes on it), entries may carry USE_TMA and omit num_warps/num_stages."""
     within = strict_format if within_engine is None else within_engine
-    from moeplan.engines.vllm import parse_tuning_file_name
+    if engine == "sglang":
+        from moeplan.engines.sglang import parse_tuning_file_name
+    else:
+        from moeplan.engines.vllm import parse_tuning_file_name
 
     problems: list[str] = []
     if check_name:
@@ -50,7 +66,9 @@ def verify_table_text(name: str, text: str, strict_format: bool = False, check_n
     if not isinstance(obj, dict):
         return problems + [f"expected a JSON object of batch size -> config, got {type(obj).__name__}"]
     version = obj.get("triton_version")
-    if "triton_version" in obj and not isinstance(version, str):
+    if engine == "sglang" and "triton_version" in obj:
+        problems.append("has a triton_version key: SGLang int()s every key and crashes at the first MoE call")
+    elif "triton_version" in obj and not isinstance(version, str):
         problems.append(f"triton_version {safeio.shown(version)} is not a string")
     batch_keys: list[int] = []
     for key, cfg in obj.items():
@@ -64,7 +82,14 @@ def verify_table_text(name: str, text: str, strict_format: bool = False, check_n
             problems.append(f"key {safeio.shown(key)} is not a positive integer batch size (valid: 1..{safeio.MAX_BATCH})")
             continue
         batch_keys.append(m)
-        problems.extend(f"entry {key!r}: {p}" for p in entry_problems(cfg, within))
+        if engine == "sglang" and isinstance(cfg, dict):
+            if "USE_TMA" in cfg and not isinstance(cfg["USE_TMA"], bool):
+                problems.append(f"entry {key!r}: USE_TMA={safeio.shown(cfg['USE_TMA'])} is not true/false")
+            cfg = {k: v for k, v in cfg.items() if k not in SGLANG_EXTRAS}  # USE_TMA etc. come after the knobs
+            full = {**cfg, **{k: v for k, v in SGLANG_LAUNCH_DEFAULTS.items() if k not in cfg}}
+            problems.extend(f"entry {key!r}: {p}" for p in entry_problems(full, within))
+        else:
+            problems.extend(f"entry {key!r}: {p}" for p in entry_problems(cfg, within))
         if isinstance(cfg, dict) and set(cfg) == set(KNOBS) and list(cfg) != list(KNOBS):
             problems.append(f"entry {key!r}: knobs are not in the order {', '.join(KNOBS)}")
     if not batch_keys:
@@ -72,7 +97,7 @@ def verify_table_text(name: str, text: str, strict_format: bool = False, check_n
     if batch_keys != sorted(batch_keys):
         problems.append(f"batch sizes are not in increasing order ({', '.join(map(str, batch_keys))})")
     if strict_format and not problems:
-        canon = parse_table(text, name).to_json()
+        canon = parse_table(text, name, engine).to_json()
         if "triton_version" in obj and list(obj)[0] != "triton_version":
             problems.append("triton_version is not the first key")
         elif canon != text:
@@ -102,5 +127,5 @@ def verify_folder(folder: str | os.PathLike, strict_format: bool = False) -> dic
         except TableError as e:
             out[p.name] = [str(e)]
             continue
-        out[p.name] = verify_table_text(p.name, text, strict_format)
+        out[p.name] = verify_table_text(p.name, text, strict_format, engine=table_engine(p))
     return out

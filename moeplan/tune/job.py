@@ -21,7 +21,7 @@ from typing import Callable, Optional
 from moeplan.engines.registry import NEWEST, get_profile
 from moeplan.base.errors import TableError, TuneError
 from moeplan.engines.knobs import KernelConfig
-from moeplan.engines.vllm import default_config
+from moeplan.engines.registry import default_config
 from moeplan.layout.resolve import Resolution, TableSpec
 from moeplan.tables.table import TuningTable, atomic_write_text, load_table, merge_tables, write_table
 from moeplan.tune.checkpoint import Checkpoint, Record, ResultStore

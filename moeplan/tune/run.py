@@ -274,6 +274,9 @@ def tune(req: TuneRequest, run_jobs: Callable[[list], int] = _quiet, say: Callab
     if choice.warning:
         warn("moeplan: warning: " + " ".join(choice.warning.split()))
     profile = choice.profile
+    if profile.engine != "vllm":  # rather than write vLLM-named tables SGLang would never read
+        raise TuneError(f"tuning for {profile.name} ({choice.reason}) is not implemented yet: moeplan would write "
+                        "vLLM-named tables that SGLang never loads; pass --engine vllm-0.33 (or another vLLM profile)")
     configs = load_space(req.search_space) if req.search_space is not None else engine_space(profile)
     space_source = req.search_space if req.search_space is not None else \
         f"engine profile {profile.name} ({len(configs)} configs)"

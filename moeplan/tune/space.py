@@ -206,7 +206,7 @@ class SearchSpace:
 
         def block_ok(c: KernelConfig) -> bool:
             return blk is None or (profile.block_tile_ok(c.BLOCK_SIZE_N, blk[0])
-                                   and profile.block_tile_ok(c.BLOCK_SIZE_K, blk[1]))
+                                   and profile.block_k_ok(c.BLOCK_SIZE_K, blk[1]))  # SGLang: BK | bk
 
         for c in configs:
             if not block_ok(c):
