@@ -467,11 +467,9 @@ class Bench:
         warm, reps = self.timing["ab"]
         rounds = []
         if self.timer == "model":
-            base = {"a": model_time_us(cfg, M, self.E_global, self.topk), "b": model_time_us(d, M, self.E_global, self.topk)}
-            conf = {"a": cfg, "b": d}
             for i in range(AB_ROUNDS):
-                t = {k: round(base[k] * model_noise(self.model_noise, conf[k], M, i), 4) for k in ("a", "b")}
-                rounds.append([t["a"], t["b"]])
+                rounds.append([round(model_time_us(c, M, self.E_global, self.topk) * model_noise(self.model_noise, c, M, i),
+                                     4) for c in (cfg, d)])
         elif self.interpret or self.timer == "wall":
             for i in range(AB_ROUNDS):
                 t = {}
