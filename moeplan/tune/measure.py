@@ -358,7 +358,6 @@ class Bench:
                 return self._ab(cfg, M)
             r = self.base(M).with_config(cfg)
             ids, w = self.pools[M]
-            R = ids.shape[0]
             t0 = time.perf_counter()
             r.set_routing(ids[0], w[0])
             r.run()
@@ -370,15 +369,7 @@ class Bench:
                 t = model_time_us(cfg, M, self.E_global, self.topk)
                 return PointResult("ok", t, t, t, 1, first_ms=first_ms)
             if self.interpret or self.timer == "wall":
-                times = []
-                for i in range(warm + reps):
-                    r.set_routing(ids[i % R], w[i % R])
-                    t0 = time.perf_counter()
-                    r.run()
-                    if not self.interpret:
-                        torch.cuda.synchronize()
-                    if i >= warm:
-                        times.append((time.perf_counter() - t0) * 1e6)
+                times = self._wall_times(r, ids, w, warm, reps)
             else:
                 times = self._time_graph(r, ids, w, warm, reps)
             del r
@@ -389,6 +380,19 @@ class Bench:
                 torch.cuda.empty_cache()
             msg = " ".join(f"{type(e).__name__}: {e}".split())[:300]
             return PointResult(status, error=msg, fatal=fatal)
+
+    def _wall_times(self, r, ids, w, warm: int, reps: int) -> list[float]:
+        """Per-call wall-clock times (us) of eager runs, a fresh routing draw before each."""
+        R, times = ids.shape[0], []
+        for i in range(warm + reps):
+            r.set_routing(ids[i % R], w[i % R])
+            t0 = time.perf_counter()
+            r.run()
+            if not self.interpret:
+                self.torch.cuda.synchronize()
+            if i >= warm:
+                times.append((time.perf_counter() - t0) * 1e6)
+        return times
 
     def _time_graph(self, r, ids, w, warm: int, reps: int) -> list[float]:
         graph = self._capture(r)
@@ -456,7 +460,6 @@ class Bench:
             return PointResult("error", error=f"the job carries no default config for M={M}")
         runners = {"a": self.base(M).with_config(cfg), "b": self.base(M).with_config(d)}
         ids, w = self.pools[M]
-        R = ids.shape[0]
         t0 = time.perf_counter()
         for r in runners.values():  # the first calls (compile / load) are never timed
             r.set_routing(ids[0], w[0])
@@ -474,16 +477,7 @@ class Bench:
             for i in range(AB_ROUNDS):
                 t = {}
                 for side in ab_order(i):
-                    r, times = runners[side], []
-                    for j in range(warm + reps):
-                        r.set_routing(ids[j % R], w[j % R])
-                        s0 = time.perf_counter()
-                        r.run()
-                        if not self.interpret:
-                            torch.cuda.synchronize()
-                        if j >= warm:
-                            times.append((time.perf_counter() - s0) * 1e6)
-                    t[side] = statistics.median(times)
+                    t[side] = statistics.median(self._wall_times(runners[side], ids, w, warm, reps))
                 rounds.append([t["a"], t["b"]])
         else:
             graphs = {k: self._capture(r) for k, r in runners.items()}
