@@ -177,6 +177,9 @@ def drive(strategy, shape, fail=None, wrong=None):
             elif p.phase == "check":
                 bad = wrong is not None and p.config in wrong
                 strategy.store.add(Record("check", p.M, p.config, "wrong" if bad else "ok"))
+            elif p.phase == "ab":  # the pick and the default, interleaved: the landscape has no noise
+                t, td = landscape(p.config, p.M, shape), landscape(strategy.defaults[p.M], p.M, shape)
+                strategy.store.add(Record("ab", p.M, p.config, "ok", t, t, t, 8, rounds=((t, td),) * 8))
             else:
                 t = landscape(p.config, p.M, shape)
                 strategy.store.add(Record(p.phase, p.M, p.config, "ok", t, t, t, 1))

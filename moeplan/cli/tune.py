@@ -84,8 +84,8 @@ def _run_jobs(jobs, quiet: bool) -> int:
         state["completed"] += n
         progress.advance(overall, n)
 
-    def log(msg: str):
-        progress.console.print(f"[yellow]{msg}[/yellow]")
+    def log(msg: str):  # one line each, never wrapped (a warning is one line per table)
+        progress.console.print(f"[yellow]{msg}[/yellow]", soft_wrap=True)
 
     try:
         with progress:

@@ -23,13 +23,16 @@ from typing import Iterable, Iterator, Optional
 from moeplan.engines.knobs import KNOBS, KernelConfig
 from moeplan.tables.table import atomic_write_text
 
-PHASES = ("screen", "confirm", "check")
+PHASES = ("screen", "confirm", "check", "ab")
 OK = "ok"
 
 
 @dataclass(frozen=True)
 class Record:
-    """One measured point. status: ok | compile_error | out_of_resources | oom | crash | timeout | error | wrong."""
+    """One measured point. status: ok | compile_error | out_of_resources | oom | crash | timeout | error | wrong.
+
+    An `ab` record's median/min/max are the candidate's over its rounds; `rounds` holds every
+    round's pair of medians (the candidate's, the default's)."""
 
     phase: str
     M: int
@@ -44,6 +47,7 @@ class Record:
     first_ms: Optional[float] = None  # the config's first call at M (kernel compile/load when not compiled ahead)
     t_s: Optional[float] = None  # seconds since this run of the job started
     rss_mb: Optional[float] = None  # the worker's resident memory after this point
+    rounds: Optional[tuple] = None  # phase ab: ((candidate_us, default_us), ...) per interleaved round
 
     @property
     def ok(self) -> bool:
@@ -63,6 +67,8 @@ class Record:
     def from_json(cls, d: dict) -> "Record":
         d = dict(d)
         d["config"] = KernelConfig.from_dict(d["config"])
+        if d.get("rounds") is not None:
+            d["rounds"] = tuple((float(a), float(b)) for a, b in d["rounds"])
         d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**d)
 

@@ -25,6 +25,7 @@ from moeplan.engines.registry import default_config
 from moeplan.layout.resolve import Resolution, TableSpec
 from moeplan.tables.table import TuningTable, atomic_write_text, load_table, merge_tables, write_table
 from moeplan.tune.checkpoint import Checkpoint, Record, ResultStore
+from moeplan.tune.evidence import Decision
 from moeplan.tune.routing import DEFAULT_DRAWS, POOL_VERSION, RoutingSpec, make_pools, routing_stats
 from moeplan.tune.search import SearchParams, Strategy, make_strategy
 from moeplan.engines.launch import OPERAND_BYTES
@@ -87,6 +88,7 @@ class SummaryRow:
     default_us: Optional[float]
     floor_us: float
     status: str
+    decision: Optional[Decision] = None  # why the entry is what it is (the evidence rule)
 
     @property
     def speedup(self) -> Optional[float]:
@@ -235,7 +237,7 @@ class TableJob:
             c = len(st.cands[M])
             n += c if st.name == "exhaustive" else min(c, 3 * len({(x.BLOCK_SIZE_M, x.BLOCK_SIZE_N, x.BLOCK_SIZE_K)
                                                                    for x in st.cands[M]}) + 30)
-            n += st.params.confirm_max + 2
+            n += st.params.confirm_max + 3  # confirm, checks, the A/B against the default
         return n
 
     def job_payload(self) -> dict:
@@ -252,6 +254,7 @@ class TableJob:
             "timer": self.opts.timer,
             "timing": self.opts.timing or {},
             "compile_threads": self.opts.compile_threads,
+            "defaults": {str(M): c.to_dict() for M, c in self.defaults.items()},  # the A/B's other side
             "measure_ceilings": not self.opts.interpret and "ceilings" not in self.ckpt.meta(),
         }
 
@@ -274,9 +277,11 @@ class TableJob:
         done = [0]
 
         def on_point(task: Task, M: int, phase: str, res: dict, gpu):
+            rounds = res.get("rounds")
             rec = Record(phase, M, task.config, res.get("status", "error"), res.get("median_us"), res.get("min_us"),
                          res.get("max_us"), int(res.get("n") or 0), res.get("error") or "", gpu,
-                         res.get("first_ms"), round(time.monotonic() - t0, 3), res.get("rss_mb"))
+                         res.get("first_ms"), round(time.monotonic() - t0, 3), res.get("rss_mb"),
+                         None if rounds is None else tuple((float(a), float(b)) for a, b in rounds))
             store.add(rec)
             ckpt.append([rec])
             done[0] += 1
@@ -366,8 +371,20 @@ class TableJob:
             drec = self.store.get("confirm", M, d)
             rows.append(SummaryRow(M, w, rec.median_us if rec and rec.ok else None, d,
                                    drec.median_us if drec and drec.ok else None, self.floor_us(M, ceilings),
-                                   "ok" if w is not None else "no config passed"))
+                                   "ok" if w is not None else "no config passed",
+                                   self.strategy.decisions.get(M)))
         return rows
+
+    def slower_warning(self) -> Optional[str]:
+        """One line when the user's search space lacks the default config and its best config is
+        slower than the default at some batch size (None otherwise)."""
+        slow = [(M, d) for M, d in sorted(self.strategy.decisions.items()) if d.kind == "excluded" and d.slower]
+        if not slow:
+            return None
+        per = ", ".join(f"M={M} ({d.text.split(': ', 1)[1].replace(' than the default', '')})" for M, d in slow)
+        return (f"warning: {self.spec.file_name}: the search space excludes the engine's default config, and the "
+                f"best config of the space is slower than the default at {per}; the table holds the space's "
+                "configs as asked")
 
     def _write_csv(self) -> None:
         import pandas as pd
@@ -375,6 +392,9 @@ class TableJob:
         winners = self.strategy.winners
         ceilings, _ = self._ceilings()
         floors = {M: round(self.floor_us(M, ceilings), 3) for M in self.batch_sizes}
+        blank = Decision("none", "").csv_fields()
+        per_m = {M: (d.csv_fields() if d is not None else blank)
+                 for M, d in ((M, self.strategy.decisions.get(M)) for M in self.batch_sizes)}
         for r in self.store:
             d = {"table": self.spec.file_name, "engine_profile": self.profile.name, "batch_size": r.M,
                  "phase": r.phase}
@@ -383,10 +403,11 @@ class TableJob:
                       "max_us": r.max_us, "replays": r.n, "status": r.status, "error": r.error,
                       "gpu": r.gpu, "first_call_ms": r.first_ms, "t_s": r.t_s, "worker_rss_mb": r.rss_mb, "is_winner": winners.get(r.M) == r.config,
                       "is_default": self.defaults.get(r.M) == r.config, "floor_us": floors.get(r.M)})
+            d.update(per_m.get(r.M, blank))
             rows.append(d)
         df = pd.DataFrame(rows)
         if len(df):
-            order = {"screen": 0, "confirm": 1, "check": 2}
+            order = {"screen": 0, "confirm": 1, "check": 2, "ab": 3}
             df = df.assign(_p=df["phase"].map(order)).sort_values(["batch_size", "_p", "median_us"],
                                                                  kind="stable").drop(columns="_p")
         if self.action == "merged" and self.csv_path.is_file():
@@ -419,6 +440,9 @@ class TableJob:
         self.ckpt.update_meta(result={str(M): c.to_dict() for M, c in entries.items()}, done=True)
         if missing:
             msg += f"; NO config passed the gate at batch sizes {', '.join(map(str, missing))} (left out)"
+        warning = self.slower_warning()
+        if warning:
+            log(warning)
         _, src = self._ceilings()
         return self._outcome(self._summary(), t0, msg, src)
 

@@ -10,7 +10,10 @@ weights, drawn from the job's routing pool) is copied into the graph's static in
 and CUDA events around the replay alone time it. The score is the median.
 
 Phases: `screen` (few replays), `confirm` (many), `check` (output vs the float32
-reference: the correctness gate).
+reference: the correctness gate), `ab` (the evidence rule: the config and the job's default
+config for M timed alternately, AB_ROUNDS rounds in ABBA order, each round one batch of
+CUDA-graph replays per side on the same static inputs and routing draws; the result carries
+every round's pair of medians).
 
 Under Triton's CPU interpreter (tests) the layer runs eagerly and is timed with the
 wall clock, or -- with MOEPLAN_TUNE_TIMER=model -- scored by a deterministic synthetic
@@ -23,6 +26,9 @@ Test hooks (environment, read by the worker):
       (the output is corrupted, so the correctness gate must reject the config), slow
       (each point takes 0.3 s longer: lets a test kill a run midway)
   MOEPLAN_TUNE_TIMER=model|wall|cuda
+  MOEPLAN_TUNE_MODEL_NOISE="AMP[@CONFIG][;AMP@CONFIG...]"  under the model timer, each A/B
+      round's time of a config is scaled by 1 + AMP * u, u in [-1, 1] drawn deterministically
+      from (config, M, round): the A/B spread a test wants (a bare AMP applies to every config)
 """
 
 from __future__ import annotations
@@ -38,13 +44,16 @@ from dataclasses import dataclass
 from typing import Optional
 
 from moeplan.engines.knobs import KernelConfig
+from moeplan.tune.evidence import AB_ROUNDS, ab_order
 
 ENV_FAULT = "MOEPLAN_TUNE_FAULT"
 ENV_TIMER = "MOEPLAN_TUNE_TIMER"
+ENV_MODEL_NOISE = "MOEPLAN_TUNE_MODEL_NOISE"
 
 # Replays per phase: (warm-up, timed)
-DEFAULT_TIMING = {"screen": (2, 12), "confirm": (5, 64)}  # confirm: every draw of the 64-draw pool once
-INTERPRET_TIMING = {"screen": (0, 1), "confirm": (0, 2)}
+# confirm: every draw of the 64-draw pool once; ab: per round and side (AB_ROUNDS rounds)
+DEFAULT_TIMING = {"screen": (2, 12), "confirm": (5, 64), "ab": (2, 32)}
+INTERPRET_TIMING = {"screen": (0, 1), "confirm": (0, 2), "ab": (0, 1)}
 
 # Correctness-gate tolerance: relative L2 error vs the float32 reference, per --dtype scheme.
 GATE_TOL = {"fp32": 2e-2, "bf16": 3e-2, "fp16": 2e-2, "fp8_w8a8": 6e-2, "int8_w8a8": 6e-2,
@@ -91,6 +100,18 @@ def model_time_us(cfg: KernelConfig, M: int, E: int, topk: int) -> float:
     return round(100.0 * (t + jitter) * (1 + M / 64), 4)
 
 
+def model_noise(spec: Optional[str], cfg: KernelConfig, M: int, i: int) -> float:
+    """The model timer's factor for cfg's A/B round i at M (1.0 without MOEPLAN_TUNE_MODEL_NOISE)."""
+    amps = {}
+    for part in (spec or "").split(";"):
+        amp, _, where = part.strip().partition("@")
+        if amp:
+            amps[where.strip() or "*"] = float(amp)
+    amp = amps.get(cfg.short(), amps.get("*", 0.0))
+    u = (zlib.crc32(f"{cfg.short()}|{M}|{i}".encode()) % 20001) / 10000 - 1.0
+    return 1.0 + amp * u
+
+
 def classify_error(e: BaseException) -> tuple[str, bool]:
     """(status, context_is_broken) of an exception raised while running a config."""
     name = type(e).__name__
@@ -132,11 +153,15 @@ class PointResult:
     error: str = ""
     first_ms: Optional[float] = None  # the first call (compile / load) of this config at M
     fatal: bool = False  # the CUDA context is broken: the worker must exit after reporting
+    rounds: Optional[list] = None  # phase ab: [[config_us, default_us], ...] per round
 
     def to_dict(self) -> dict:
         """What the worker sends back (everything but `fatal`, which it acts on itself)."""
-        return {"status": self.status, "median_us": self.median_us, "min_us": self.min_us,
-                "max_us": self.max_us, "n": self.n, "error": self.error, "first_ms": self.first_ms}
+        d = {"status": self.status, "median_us": self.median_us, "min_us": self.min_us,
+             "max_us": self.max_us, "n": self.n, "error": self.error, "first_ms": self.first_ms}
+        if self.rounds is not None:
+            d["rounds"] = self.rounds
+        return d
 
 
 def rss_mb() -> Optional[float]:
@@ -186,6 +211,9 @@ class Bench:
         timer = os.environ.get(ENV_TIMER) or job.get("timer") or ("wall" if self.interpret else "cuda")
         self.timer = timer
         self.faults = parse_faults(os.environ.get(ENV_FAULT))
+        self.model_noise = os.environ.get(ENV_MODEL_NOISE)
+        # the engine's default config per M: the other side of every A/B point
+        self.defaults = {int(M): KernelConfig.from_dict(d) for M, d in (job.get("defaults") or {}).items()}
         self.timing = dict(INTERPRET_TIMING if self.interpret else DEFAULT_TIMING)
         for k, v in (job.get("timing") or {}).items():
             self.timing[k] = tuple(v)
@@ -326,9 +354,10 @@ class Bench:
             if phase == "check":
                 return self._check(cfg, M)
             self._await_precompile(cfg)
+            if phase == "ab":
+                return self._ab(cfg, M)
             r = self.base(M).with_config(cfg)
             ids, w = self.pools[M]
-            R = ids.shape[0]
             t0 = time.perf_counter()
             r.set_routing(ids[0], w[0])
             r.run()
@@ -340,15 +369,7 @@ class Bench:
                 t = model_time_us(cfg, M, self.E_global, self.topk)
                 return PointResult("ok", t, t, t, 1, first_ms=first_ms)
             if self.interpret or self.timer == "wall":
-                times = []
-                for i in range(warm + reps):
-                    r.set_routing(ids[i % R], w[i % R])
-                    t0 = time.perf_counter()
-                    r.run()
-                    if not self.interpret:
-                        torch.cuda.synchronize()
-                    if i >= warm:
-                        times.append((time.perf_counter() - t0) * 1e6)
+                times = self._wall_times(r, ids, w, warm, reps)
             else:
                 times = self._time_graph(r, ids, w, warm, reps)
             del r
@@ -360,9 +381,28 @@ class Bench:
             msg = " ".join(f"{type(e).__name__}: {e}".split())[:300]
             return PointResult(status, error=msg, fatal=fatal)
 
+    def _wall_times(self, r, ids, w, warm: int, reps: int) -> list[float]:
+        """Per-call wall-clock times (us) of eager runs, a fresh routing draw before each."""
+        R, times = ids.shape[0], []
+        for i in range(warm + reps):
+            r.set_routing(ids[i % R], w[i % R])
+            t0 = time.perf_counter()
+            r.run()
+            if not self.interpret:
+                self.torch.cuda.synchronize()
+            if i >= warm:
+                times.append((time.perf_counter() - t0) * 1e6)
+        return times
+
     def _time_graph(self, r, ids, w, warm: int, reps: int) -> list[float]:
+        graph = self._capture(r)
+        times = self._replays(r, graph, ids, w, warm, reps)
+        del graph
+        return times
+
+    def _capture(self, r):
+        """One layer call of runner r captured in a CUDA graph (after an eager warm-up on a side stream)."""
         torch = self.torch
-        R = ids.shape[0]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -373,6 +413,12 @@ class Bench:
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             r.run()
         torch.cuda.synchronize()
+        return graph
+
+    def _replays(self, r, graph, ids, w, warm: int, reps: int) -> list[float]:
+        """Per-replay GPU times (us) of `graph`, a fresh routing draw copied in before each replay."""
+        torch = self.torch
+        R = ids.shape[0]
         starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
         ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
         # The compile-ahead threads compete for the GIL: if this thread stalled between a start
@@ -401,9 +447,47 @@ class Bench:
             # region; queue everything again behind a longer spin
             self.requeued += 1
             sleep_ms = min(1000.0, 4.0 * enqueue_ms)
-        times = [s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends)]
-        del graph
-        return times
+        return [s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends)]
+
+    # ---- the evidence rule: interleaved A/B against the default config ----------------------
+    def _ab(self, cfg: KernelConfig, M: int) -> PointResult:
+        """cfg (A) and the job's default config at M (B), timed alternately: AB_ROUNDS rounds in
+        ABBA order, each round one batch of `timing["ab"]` replays per side on the same static
+        inputs and the same routing draws. The result's median/min/max are A's over its rounds."""
+        torch = self.torch
+        d = self.defaults.get(M)
+        if d is None:
+            return PointResult("error", error=f"the job carries no default config for M={M}")
+        runners = {"a": self.base(M).with_config(cfg), "b": self.base(M).with_config(d)}
+        ids, w = self.pools[M]
+        t0 = time.perf_counter()
+        for r in runners.values():  # the first calls (compile / load) are never timed
+            r.set_routing(ids[0], w[0])
+            r.run()
+        if not self.interpret:
+            torch.cuda.synchronize()
+        first_ms = (time.perf_counter() - t0) * 1e3
+        warm, reps = self.timing["ab"]
+        rounds = []
+        if self.timer == "model":
+            for i in range(AB_ROUNDS):
+                rounds.append([round(model_time_us(c, M, self.E_global, self.topk) * model_noise(self.model_noise, c, M, i),
+                                     4) for c in (cfg, d)])
+        elif self.interpret or self.timer == "wall":
+            for i in range(AB_ROUNDS):
+                t = {}
+                for side in ab_order(i):
+                    t[side] = statistics.median(self._wall_times(runners[side], ids, w, warm, reps))
+                rounds.append([t["a"], t["b"]])
+        else:
+            graphs = {k: self._capture(r) for k, r in runners.items()}
+            for i in range(AB_ROUNDS):
+                t = {side: statistics.median(self._replays(runners[side], graphs[side], ids, w, warm, reps))
+                     for side in ab_order(i)}
+                rounds.append([t["a"], t["b"]])
+            del graphs
+        a = [x for x, _ in rounds]
+        return PointResult("ok", statistics.median(a), min(a), max(a), len(rounds), first_ms=first_ms, rounds=rounds)
 
     # ---- correctness gate -----------------------------------------------------------------
     def reference(self, M: int):

@@ -9,6 +9,10 @@ Phases of a point:
   screen   a short measurement (few CUDA-graph replays) to rank candidates
   confirm  the full measurement (more replays, median) of the leaders and of the default
   check    the correctness gate: output vs the float32 reference
+  ab       the evidence rule (moeplan.tune.evidence): one worker times the gate's pick and the
+           engine's default config alternately at M, AB_ROUNDS rounds in ABBA order; the pick is
+           written only when it beats the default by max(1%, 2x the pooled spread), otherwise
+           the default config is (checked by the gate first when it was not yet)
 
 `fast` (default) -- a seeded, multi-start coordinate search on the knob lattice, shared
 across batch sizes:
@@ -21,8 +25,11 @@ across batch sizes:
   confirm   the screened configs within `confirm_margin` of the best (at most
             `confirm_max`, at least 2) and the default config, measured in full;
   gate      the fastest confirmed config is checked against the reference; a wrong one
-            is disqualified and the next is checked.
-`exhaustive` -- screen every candidate (no "cannot win" pruning), then confirm and gate.
+            is disqualified and the next is checked. Confirmed configs within TIE_BAND (1%) of
+            the fastest are tried in a fixed preference order (closest to the default config
+            first, then KernelConfig order), not in the order their noisy times give;
+  evidence  the gate's pick, when it is not the default config, is A/B'd against it (`ab`).
+`exhaustive` -- screen every candidate (no "cannot win" pruning), then confirm, gate and evidence.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from typing import Generator, Iterable, Optional, Sequence
 
 from moeplan.engines.knobs import KNOBS, KernelConfig
 from moeplan.tune.checkpoint import ResultStore
+from moeplan.tune.evidence import TIE_BAND, Decision, ab_stats, pct, tie_ordered
 from moeplan.tune.space import SearchSpace
 
 STRATEGIES = ("fast", "exhaustive")
@@ -95,7 +103,9 @@ class Strategy:
         self.cands = {M: self._candidates(M, tpe.get(M)) for M in self.batch_sizes}
         self.candset = {M: set(c) for M, c in self.cands.items()}
         self.space_set = set(space.configs)
-        self.winners: dict[int, Optional[KernelConfig]] = {}
+        self.gated: dict[int, Optional[KernelConfig]] = {}  # the gate's pick per M
+        self.winners: dict[int, Optional[KernelConfig]] = {}  # the entry written per M (after the evidence rule)
+        self.decisions: dict[int, Decision] = {}  # why each entry is what it is
         self.seen: set[Point] = set()
         self.asked = 0
 
@@ -153,7 +163,7 @@ class Strategy:
         return picked
 
     def rounds(self) -> Rounds:
-        """All rounds: search, confirm (leaders + default), gate."""
+        """All rounds: search, confirm (leaders + default), gate, evidence (A/B vs the default)."""
         yield from self.search_rounds()
         pts = []
         for M in self.batch_sizes:
@@ -164,16 +174,31 @@ class Strategy:
         if todo:
             yield todo
         yield from self.gate_rounds()
+        yield from self.evidence_rounds()
 
     def writable(self, M: int, cfg: KernelConfig) -> bool:
         """Only configs of the search space may enter a table: the default heuristic's config is
         timed as the baseline, but written only if the space holds it too."""
         return cfg in self.candset[M] or cfg in self.space_set
 
+    def default_forms(self, M: int) -> list[KernelConfig]:
+        """The default config at M and its canonical twin (the same program), once each."""
+        d = self.defaults[M]
+        c = self.space.canonical(d, M)
+        return [d] if c == d else [d, c]
+
+    def is_default(self, M: int, cfg: KernelConfig) -> bool:
+        return cfg in self.default_forms(M)
+
+    def default_entry(self, M: int) -> Optional[KernelConfig]:
+        """The default config as a table entry (None: the search space excludes it)."""
+        return next((c for c in self.default_forms(M) if self.writable(M, c)), None)
+
     def ranking(self, M: int) -> list[KernelConfig]:
-        """Configs in the order the gate tries them: confirmed (fastest first), then the rest of
-        the screen; writable ones only."""
-        conf = [r.config for r in self._ranked("confirm", M) if self.writable(M, r.config)]
+        """Configs in the order the gate tries them: confirmed (fastest first; those within the tie
+        band of the fastest in preference order), then the rest of the screen; writable ones only."""
+        conf = tie_ordered([(r.config, r.score) for r in self._ranked("confirm", M) if self.writable(M, r.config)],
+                           self.default_forms(M))
         rest = [r.config for r in self.screened(M) if r.config not in conf and self.writable(M, r.config)]
         return conf + rest
 
@@ -183,7 +208,7 @@ class Strategy:
             pts = []
             dead = self._dead()
             for M in self.batch_sizes:
-                if M in self.winners:
+                if M in self.gated:
                     continue
                 for c in pending[M]:
                     if c in dead:
@@ -194,15 +219,83 @@ class Strategy:
                         break
                     rec = self.store.get("check", M, c)
                     if rec is not None and rec.ok:
-                        self.winners[M] = c
+                        self.gated[M] = c
                         break
                 else:
-                    self.winners[M] = None  # nothing passed
+                    self.gated[M] = None  # nothing passed
             if not pts:
                 return
             todo = self._unmeasured("check", pts)
             if todo:
                 yield todo
+
+    # ---- the evidence rule (moeplan.tune.evidence) -------------------------------------------
+    def _seen_record(self, phase: str, M: int, cfg: Optional[KernelConfig]):
+        if cfg is None or Point(phase, M, cfg) not in self.seen:
+            return None
+        return self.store.get(phase, M, cfg)
+
+    def _confirmed_ratio(self, M: int, cfg: KernelConfig) -> Optional[float]:
+        """cfg's confirmed time over the default's (None when either is missing)."""
+        a = self._seen_record("confirm", M, cfg)
+        b = self._seen_record("confirm", M, self.defaults[M])
+        if a is None or b is None or not a.ok or not b.ok or not b.median_us:
+            return None
+        return a.median_us / b.median_us
+
+    def evidence_rounds(self) -> Rounds:
+        """A/B every gated pick that is not the default config against it; the entry is the pick
+        only on evidence, otherwise the default (gated first when it was not yet)."""
+        todo = self._unmeasured("ab", [Point("ab", M, w) for M, w in sorted(self.gated.items())
+                                       if w is not None and not self.is_default(M, w)])
+        if todo:
+            yield todo
+        fallback: dict[int, Decision] = {}  # M -> the decision if the default passes the gate
+        for M in self.batch_sizes:
+            w = self.gated.get(M)
+            if w is None:
+                self.winners[M], self.decisions[M] = None, Decision("none", "no config passed the gate")
+                continue
+            if self.is_default(M, w):
+                best = next((r.config for r in self._ranked("confirm", M) if self.writable(M, r.config)), None)
+                why = "is the fastest" if best == w else f"within the {pct(TIE_BAND)} tie band of the fastest"
+                self.winners[M], self.decisions[M] = w, Decision("default", f"default: {why}")
+                continue
+            rec = self._seen_record("ab", M, w)
+            st = ab_stats(rec.rounds) if rec is not None and rec.ok and rec.rounds else None
+            failed = "not measured" if rec is None else (rec.status if not rec.ok else "no usable rounds")
+            d = self.default_entry(M)
+            if d is None:  # the user's space lacks the default: its best is written regardless
+                ratio = (1 - st.margin) if st is not None else self._confirmed_ratio(M, w)
+                src = "" if st is not None else f"A/B {failed}; confirmed "
+                if ratio is None:
+                    text, slower = f"space excludes default: A/B {failed}, no comparison", False
+                elif ratio > 1:
+                    text, slower = f"space excludes default: {src}{pct(ratio - 1)} slower than the default", True
+                else:
+                    text, slower = f"space excludes default: {src}{pct(1 - ratio)} faster than the default", False
+                self.winners[M] = w
+                self.decisions[M] = Decision("excluded", text, w, st, slower=slower)
+            elif st is not None and st.beats:
+                self.winners[M] = w
+                self.decisions[M] = Decision("winner", f"winner: margin {pct(st.margin)} >= {pct(st.threshold)}", w, st)
+            else:
+                text = (f"default: margin {pct(st.margin)} < threshold {pct(st.threshold)}" if st is not None
+                        else f"default: the A/B failed ({failed})")
+                fallback[M] = Decision("default", text, w, st, replaced=True)
+        todo = self._unmeasured("check", [Point("check", M, self.default_entry(M)) for M in sorted(fallback)])
+        if todo:
+            yield todo
+        for M, dec in sorted(fallback.items()):
+            d = self.default_entry(M)
+            rec = self._seen_record("check", M, d)
+            if rec is not None and rec.ok:
+                self.winners[M], self.decisions[M] = d, dec
+            else:  # the default itself fails the gate (or crashed): the gated pick stays
+                why = "not measured" if rec is None else rec.status
+                self.winners[M] = self.gated[M]
+                self.decisions[M] = Decision("winner", f"winner: the default config failed the gate ({why})",
+                                             dec.candidate, dec.stats)
 
 
 class FastSearch(Strategy):
