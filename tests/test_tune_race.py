@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from moeplan.base.errors import TuneError
 from moeplan.cli.app import app
-from moeplan.tune import ledger
+from moeplan.base import ledger
 from moeplan.tune.checkpoint import Checkpoint
 from moeplan.tune.lock import TableLock, lock_path
 

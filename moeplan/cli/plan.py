@@ -12,23 +12,8 @@ from typing import List, Optional
 
 import typer
 
+from moeplan.base.safeio import printable
 from moeplan.cli.options import DtypeOpt, ModelArg
-
-
-def _batch_sizes(text: Optional[str]) -> tuple[int, ...]:
-    from moeplan.planner.plan import DEFAULT_BATCH_SIZES
-    from moeplan.base.errors import PlanError
-
-    if text is None:
-        return DEFAULT_BATCH_SIZES
-    try:
-        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise PlanError(f"--batch-sizes {text!r} is invalid; expected comma-separated integers >= 1, e.g. 1,16,256") \
-            from None
-    if not values or min(values) < 1:
-        raise PlanError(f"--batch-sizes {text!r} is invalid; expected comma-separated integers >= 1, e.g. 1,16,256")
-    return tuple(sorted(set(values)))
 
 
 def plan(
@@ -56,9 +41,9 @@ def plan(
 ):
     """Rank every valid TP/DP/EP layout of MODEL on G GPUs: memory per device, MoE time, communication, tables."""
     from moeplan.planner.data import plan_model
-    from moeplan.planner.plan import PlanRequest
+    from moeplan.planner.plan import PlanRequest, parse_batch_sizes
 
-    req = PlanRequest(gpus=gpus, gpus_per_node=gpus_per_node, dtype=dtype, batch_sizes=_batch_sizes(batch_sizes),
+    req = PlanRequest(gpus=gpus, gpus_per_node=gpus_per_node, dtype=dtype, batch_sizes=parse_batch_sizes(batch_sizes),
                       link_gbps=link_gbps, node_link_gbps=node_link_gbps)
     result, choice = plan_model(model, req, device_name, gpu_mem, engine, tuned_dir, dict(os.environ))
     if as_json:
@@ -128,14 +113,13 @@ def report_cmd(
                                       "(default: ./<FOLDER's name>-report)."),
 ):
     """One PNG per table (time per batch size: tuned winner vs the default heuristic, roofline fraction) and an index."""
-    from moeplan.planner.report import ChartError, write_report
+    from moeplan.planner.report import ChartError, make_report
 
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise ChartError("report needs matplotlib, which is not installed: pip install 'moeplan[kernels]' "
                          "(the kernels extra; the test extra has it too)") from None
-    src = Path(folder)
-    index = write_report(src, Path(out) if out else Path(f"{src.resolve().name}-report"), Path(vs) if vs else None)
-    typer.echo(f"wrote {index}")
+    index = make_report(folder, out, vs)
+    typer.echo(f"wrote {printable(index)}")
 

@@ -5,7 +5,7 @@ it takes each table's lock (a table another live process is tuning is refused, o
 with `skip_busy`), applies the existing-table rules, plans every job (routing pools,
 pruning), then hands the jobs to `run_jobs` (the CLI's progress display, or
 `run_quietly`) with the backend's pools plugged in. Locks are released at the end; a failed
-run first removes what it created for the tables it holds (`moeplan.tune.ledger`).
+run first removes what it created for the tables it holds (`moeplan.base.ledger`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence
 
 from moeplan.layout.resolve import Resolution, TableSpec
 from moeplan.tune.backends import Backend, LocalBackend
-from moeplan.tune.ledger import Ledger
+from moeplan.base.ledger import Ledger
 from moeplan.tune.lock import TableBusy, TableLock
 
 

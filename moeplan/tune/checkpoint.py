@@ -116,7 +116,7 @@ class Checkpoint:
         self.records_path = self.folder / "records.jsonl"
         self.routing_path = self.folder / "routing.pt"
         self._fh = None
-        self.made: list[Path] = []  # the folders this process created for it (moeplan.tune.ledger), outermost first
+        self.made: list[Path] = []  # the folders this process created for it (moeplan.base.ledger), outermost first
 
     @classmethod
     def for_job(cls, out_dir: Path, table_file: str, identity: dict) -> "Checkpoint":
@@ -132,7 +132,7 @@ class Checkpoint:
             shutil.rmtree(self.folder)
 
     def start(self, identity: dict) -> None:
-        from moeplan.tune.ledger import make_dirs
+        from moeplan.base.ledger import make_dirs
 
         self.made += make_dirs(self.folder)
         if not self.meta_path.is_file():
@@ -190,7 +190,7 @@ class Checkpoint:
     def discard_made(self) -> None:
         """A failed run's clean-up (its table's lock held): remove the checkpoint folder if this
         process created it, and the shared folders it created above it if they are empty."""
-        from moeplan.tune.ledger import remove_empty
+        from moeplan.base.ledger import remove_empty
 
         self.close()
         if self.folder in self.made:

@@ -4,7 +4,7 @@ tables on disk, for the CLI and for Python callers alike.
 The order is the contract: (1) every option on its own, (2) the model, layout and quantization
 and the routing file against them, (3) the GPUs and the device name the tables get, then (4)
 side effects: folders, locks, measurements, tables. Nothing is created before (4), and a failure
-in (4) removes what this run created, recorded as it creates it (`moeplan.tune.ledger`), never
+in (4) removes what this run created, recorded as it creates it (`moeplan.base.ledger`), never
 another run's work (an interrupted run keeps its checkpoint to resume).
 
 Importing this module is cheap (no torch/triton): they load when `tune` runs.
@@ -20,11 +20,9 @@ from typing import Callable, Optional, Sequence, Union
 
 from moeplan.base.errors import TuneError
 from moeplan.base.paths import DEFAULT_OUT
-from moeplan.base.safeio import check_device_name, check_path, shown
+from moeplan.base.safeio import MAX_BATCH_SIZES, MAX_TUNE_BATCH, check_device_name, check_path, shown
 from moeplan.engines.vllm import ENGINE_BATCH_SIZES
 
-MAX_BATCH_SIZES = 64  # batch sizes per run (the engine tunes 18)
-MAX_TUNE_BATCH = 65536  # routing pools are drawn per batch size: (M, E) logits per draw
 MAX_SPACE = 100_000  # configs in a search space (the engine's has 1,920)
 MAX_GPU_INDEX = 1023
 MAX_SEED = 2**32 - 1
@@ -301,7 +299,7 @@ def tune(req: TuneRequest, run_jobs: Callable[[list], int] = _quiet, say: Callab
     # 4. Side effects. A failure from here on removes what this run created, and only that: the
     # folders its own mkdir made (`Ledger`), and per table whose lock it holds, its checkpoint
     # folder and lock file (`tune_tables`). A run that loses a table's lock touches nothing of it.
-    from moeplan.tune.ledger import Ledger
+    from moeplan.base.ledger import Ledger
     ledger = Ledger()
     try:
         try:

@@ -9,7 +9,7 @@ what let a run that lost the lock race delete the winner's lock, checkpoint and 
 Shared folders (`--out`, `.moeplan-tune`) are removed only when empty (`rmdir`), so even a
 folder this process made is kept once another process has put something in it. Per-table
 things (the checkpoint folder, the lock file) are removed only by the process holding that
-table's lock (see `moeplan.tune.lock`).
+table's lock (see `moeplan.tune.lock`). `report` records its folders and pictures the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from moeplan.base.errors import TuneError
+from moeplan.base.errors import MoeplanError
 
 
 def _mkdir(path: Path) -> None:
@@ -46,7 +46,7 @@ def make_dirs(path: os.PathLike | str) -> list[Path]:
             return made
         except FileNotFoundError:
             continue
-    raise TuneError(f"{str(path)!r}: its folders keep disappearing while being created; is another process "
+    raise MoeplanError(f"{str(path)!r}: its folders keep disappearing while being created; is another process "
                     "removing them?")
 
 
@@ -60,14 +60,24 @@ def remove_empty(folders: list[Path]) -> None:
 
 
 class Ledger:
-    """The shared folders (`--out` and its parents) one run created."""
+    """The folders (`--out` and its parents) and files one run created."""
 
     def __init__(self) -> None:
         self.dirs: list[Path] = []
+        self.files: list[Path] = []
 
     def make_dirs(self, path: os.PathLike | str) -> None:
         self.dirs += make_dirs(path)
 
+    def new_file(self, path: os.PathLike | str) -> Path:
+        """`path`, recorded as this run's when nothing is there yet (call just before writing it)."""
+        path = Path(path)
+        if not os.path.lexists(path):
+            self.files.append(path)
+        return path
+
     def undo(self) -> None:
+        for f in reversed(self.files):
+            f.unlink(missing_ok=True)
         remove_empty(self.dirs)
-        self.dirs = []
+        self.dirs, self.files = [], []
