@@ -58,15 +58,15 @@ def plan(
 def print_plan(result, choice) -> None:
     from rich.table import Table
 
-    from moeplan.cli.render import console
+    from moeplan.cli.render import console, user_text as u
     from moeplan.planner.plan import MEMORY_UTILIZATION, RANKING
 
     c = console()
     m, card, req = result.model, result.card, result.request
-    c.print(f"[bold]{m.name}[/bold] ({m.alias}) on {req.gpus} x {card.name} "
-            f"({card.memory_gib:.1f} GiB, {card.copy_bandwidth_Bps / 1e12:.2f} TB/s copy; {result.card_reason})")
-    c.print(f"engine profile {choice.profile.name} ({choice.reason}); a layout without its table runs the "
-            f"{choice.profile.heuristic} default heuristic" + (f"; warning: {choice.warning}" if choice.warning else ""))
+    c.print(f"[bold]{u(m.name)}[/bold] ({u(m.alias)}) on {req.gpus} x {u(card.name)} "
+            f"({card.memory_gib:.1f} GiB, {card.copy_bandwidth_Bps / 1e12:.2f} TB/s copy; {u(result.card_reason)})")
+    c.print(f"engine profile {choice.profile.name} ({u(choice.reason)}); a layout without its table runs the "
+            f"{choice.profile.heuristic} default heuristic" + (f"; warning: {u(choice.warning)}" if choice.warning else ""))
     c.print(f"fits: weights <= {MEMORY_UTILIZATION:.0%} of the GPU (the engine's default memory utilization); "
             f"ranked: {RANKING}")
     tags: dict[str, str] = {}
@@ -94,16 +94,16 @@ def print_plan(result, choice) -> None:
         for x in lp.tables:
             seen.setdefault(x.spec.file_name, x)
     for name, x in seen.items():
-        where = f"found {x.path}" if x.path else "missing"
+        where = f"found {u(x.path)}" if x.path else "missing"
         meas = " (CSV: measured times)" if x.measured else ""
-        c.print(f"  {tags[name]} {name}: {where}{meas}", soft_wrap=True)
+        c.print(f"  {tags[name]} {u(name)}: {where}{meas}", soft_wrap=True)
     used = sorted({n for lp in result.layouts for n in lp.ratio_from})
     if used:
         c.print("modelled = roofline floor x the measured/floor ratio of the most similar measured table "
-                f"(winner's if the table exists, the default's if not): {', '.join(used)}", soft_wrap=True)
+                f"(winner's if the table exists, the default's if not): {u(', '.join(used))}", soft_wrap=True)
     unknown = sorted({u for lp in result.layouts for u in lp.memory.unknown})
     if unknown:
-        c.print(f"[yellow]not in the model's facts, counted as 0[/yellow]: {', '.join(unknown)}")
+        c.print(f"[yellow]not in the model's facts, counted as 0[/yellow]: {u(', '.join(unknown))}")
 
 
 def report_cmd(

@@ -19,8 +19,12 @@ def matrix_rows(path: str, tuned_dir: list[str], shard_text: Optional[str], engi
     from moeplan.tables import staleness
     from moeplan.engines.vllm import engine_config_dir
 
+    from moeplan.base.safeio import check_path
+
+    part = mx.parse_shard(shard_text) if shard_text is not None else None  # the options before the file
+    for d in tuned_dir:
+        check_path("--tuned-dir", d, "a folder of tuning tables")
     m = mx.load_matrix(path)
-    part = mx.parse_shard(shard_text) if shard_text is not None else None
     jobs, invalid = mx.expand(m)
     index = {j.file_name: k + 1 for k, j in enumerate(jobs)}  # jobs are sorted by file name
     chosen = mx.shard(jobs, *part) if part else jobs

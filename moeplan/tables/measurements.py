@@ -59,15 +59,23 @@ def _num(v: Optional[str], column: str, source: str, line: int) -> Optional[floa
     return x if x > 0 else None
 
 
+def _header(text: str, source: str) -> list[str]:
+    """The column names (line 1), each at most MAX_CSV_FIELD characters."""
+    try:
+        fields = next(csv.reader(io.StringIO(text, newline="")), None) if text else None
+    except csv.Error as e:
+        raise _fail(source, 1, f"not valid CSV ({printable(e)})") from None
+    long = next((f for f in fields or [] if len(f) > MAX_CSV_FIELD), None)
+    if long is not None:
+        raise _fail(source, 1, f"a column name of {len(long):,} characters; the limit is {MAX_CSV_FIELD:,}")
+    return fields or []
+
+
 def _rows(text: str, source: str):
     """(line number, row dict) of a CSV, every field at most MAX_CSV_FIELD characters."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
         fields = reader.fieldnames
-        if fields is not None:
-            long = next((f for f in fields if len(f) > MAX_CSV_FIELD), None)
-            if long is not None:
-                raise _fail(source, 1, f"a column name of {len(long):,} characters; the limit is {MAX_CSV_FIELD:,}")
         for row in reader:
             long = next((v for v in row.values() if isinstance(v, str) and len(v) > MAX_CSV_FIELD), None)
             if long is not None or None in row:
@@ -88,8 +96,8 @@ def parse_tuning_csv(text: str, source: str = "<csv>") -> dict[int, CsvPoint]:
     best: dict[tuple[int, str], tuple[int, float]] = {}
     floors: dict[int, float] = {}
     need = {"batch_size", "phase", "median_us", "is_winner"}
-    fieldnames = next(csv.reader(io.StringIO(text, newline="")), None) if text else None
-    if fieldnames is None or not need <= set(fieldnames):
+    fieldnames = _header(text, source)
+    if not need <= set(fieldnames):
         has = printable(", ".join(fieldnames or []))
         raise PlanError(f"measurements CSV {source} lacks the columns {', '.join(sorted(need))} (has: "
                         f"{has[:200] + '...' if len(has) > 200 else has})")
@@ -133,7 +141,6 @@ def engine_profiles(path) -> Optional[set[str]]:
 
     p = os.fspath(path)
     text = safeio.read_text(p, "measurements CSV", MAX_CSV_BYTES, PlanError)
-    header = next(csv.reader(io.StringIO(text, newline="")), None) if text else None
-    if not header or "engine_profile" not in header:
+    if "engine_profile" not in _header(text, shown(p)):
         return None
     return {row["engine_profile"] for _, row in _rows(text, shown(p)) if row.get("engine_profile")}
