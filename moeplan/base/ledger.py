@@ -69,6 +69,15 @@ class Ledger:
     def make_dirs(self, path: os.PathLike | str) -> None:
         self.dirs += make_dirs(path)
 
+    def make_out(self, path: os.PathLike | str, option: str, error=MoeplanError) -> None:
+        """`make_dirs` for an output folder option: an OSError becomes one `error` line naming it."""
+        from moeplan.base.safeio import shown
+
+        try:
+            self.make_dirs(path)
+        except OSError as e:
+            raise error(f"{option} {shown(str(path))}: cannot create the folder ({e.strerror or e})") from None
+
     def new_file(self, path: os.PathLike | str) -> Path:
         """`path`, recorded as this run's when nothing is there yet (call just before writing it)."""
         path = Path(path)

@@ -170,10 +170,7 @@ def write_report(folder: Path, out: Path, vs: Optional[Path] = None) -> Path:
     runs, skipped = find_runs(folder, vs)
     made = Ledger()
     try:
-        try:
-            made.make_dirs(out)
-        except OSError as e:
-            raise ChartError(f"--out {shown(str(out))}: cannot create the folder ({e.strerror or e})") from None
+        made.make_out(out, "--out", ChartError)
         pngs = []
         for run in runs:
             png = run.name.removesuffix(".json").replace("[", "").replace("]", "").replace(",", "_") + ".png"

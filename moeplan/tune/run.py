@@ -302,10 +302,7 @@ def tune(req: TuneRequest, run_jobs: Callable[[list], int] = _quiet, say: Callab
     from moeplan.base.ledger import Ledger
     ledger = Ledger()
     try:
-        try:
-            ledger.make_dirs(out_path)
-        except OSError as e:
-            raise TuneError(f"--out {shown(req.out)}: cannot create the folder ({e.strerror or e})") from None
+        ledger.make_out(req.out, "--out", TuneError)
 
         def run_locked(jobs) -> int:  # once the tables are locked and planned: what is measured, and why
             say(f"engine profile: {profile.name} ({choice.reason})")
