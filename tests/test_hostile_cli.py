@@ -154,6 +154,44 @@ def _write_files(d: Path) -> None:
     # a good tiny model, for the tune cases that break one option at a time
     (d / "tiny").mkdir()
     js("tiny/config.json", TINY)
+    _write_fleet_files(d)
+
+
+def _write_fleet_files(d: Path) -> None:
+    """Matrix files and folders of tables whose measurements CSV is hostile."""
+    head = 'models = ["mixtral-8x7b"]\ndevices = ["NVIDIA H200"]\n'
+    for name, text in MATRIX_TEXT.items():
+        keep = [line for line in head.splitlines(True) if line.split(" ")[0] not in text.split(" ")[0]]
+        (d / name).write_text(text if name.startswith("mj_") else "".join(keep) + text)
+    many = ", ".join(f'"m{i}"' for i in range(1000))
+    devs = ", ".join(f'"D{i}"' for i in range(1000))
+    (d / "m_combos.toml").write_text(f"models = [{many}]\ndevices = [{devs}]\ndtypes = [\"auto\", \"fp8_w8a8\"]\n"
+                                     + "".join(f"[[layouts]]\ntp = {t}\n" for t in (1, 2, 4, 8)))
+    (d / "m_deep.toml").write_text("models = " + "[" * 200 + "]" * 200 + '\ndevices = ["H200"]\n')
+    (d / "m_tables.toml").write_text(head + "[" + ".".join(["a"] * 40) + "]\nx = 1\n")
+    (d / "m_invalid.toml").write_text('models = ["tiny"]\ndevices = ["cpu_interpreter"]\n[[layouts]]\ntp = 3\n')
+    table = (ROOT / "tuned" / PLAN_TABLE).read_text()
+    head_csv = "table,engine_profile,batch_size,phase,median_us,is_winner,is_default,floor_us\n"
+    row = "t,vllm-0.33,{M},confirm,{us},True,True,{floor}\n"
+    for name, body in CSV_BODIES.items():
+        (d / name).mkdir()
+        (d / name / PLAN_TABLE).write_text(table)
+        csv_path = d / name / (PLAN_TABLE[:-5] + ".csv")
+        if name == "c_fifo":
+            os.mkfifo(csv_path)
+        elif name == "c_folder":
+            csv_path.mkdir()
+        elif name == "c_huge":
+            with open(csv_path, "wb") as f:
+                f.truncate((64 << 20) + 1)
+        elif isinstance(body, bytes):
+            csv_path.write_bytes(head_csv.encode() + body)
+        else:
+            csv_path.write_text(head_csv + "".join(row.format(M=M, us=us, floor=f) for M, us, f in body)
+                                if isinstance(body, list) else body)
+    (d / "c_good").mkdir()
+    (d / "c_good" / PLAN_TABLE).write_text(table)
+    (d / "c_good" / (PLAN_TABLE[:-5] + ".csv")).write_text(head_csv + row.format(M=1, us=10, floor=5))
 
 
 def _case(cmd: str, argv: list, needle: str, env: dict | None = None):
@@ -311,6 +349,88 @@ TUNE += [_case("tune", [*_tune(), "--out", out], n) for out, n in [  # the last 
 ]]
 
 
+# ---- fleets: matrix files, measurements CSVs, plan and report --------------------------------------
+
+MATRIX_TEXT = {
+    "m_engine_list.toml": 'engine = ["x"]\n', "m_engine_table.toml": "engine = {}\n",
+    "m_engine_int.toml": "engine = 3\n", "m_dtypes_int.toml": "dtypes = [8]\n",
+    "m_device.toml": 'devices = ["[/x]"]\n', "m_device_comma.toml": 'devices = ["H100,dtype=fp8_w8a8"]\n',
+    "m_device_slash.toml": 'devices = ["NVIDIA/H100"]\n', "m_device_esc.toml": 'devices = ["H100\\u001b[2J"]\n',
+    "m_models_esc.toml": 'models = ["a\\u001b[31m"]\n', "m_models_int.toml": "models = [1]\n",
+    "m_models_empty.toml": 'models = [""]\n', "m_batch_big.toml": "batch_sizes = [65537]\n",
+    "m_batch_zero.toml": "batch_sizes = [0]\n", "m_batch_bool.toml": "batch_sizes = [true]\n",
+    "m_batch_float.toml": "batch_sizes = [1.5]\n", "m_batch_many.toml": f"batch_sizes = {list(range(1, 66))}\n",
+    "m_batch_str.toml": 'batch_sizes = "1,2"\n', "m_tp_big.toml": "[[layouts]]\ntp = 2048\n",
+    "m_tp_str.toml": '[[layouts]]\ntp = "8"\n', "m_tpdp.toml": "[[layouts]]\ntp = 64\ndp = 64\n",
+    "m_placement.toml": '[[layouts]]\nep = true\nplacement = ["linear"]\n',
+    "m_layout_key.toml": "[[layouts]]\nfoo = 1\n", "m_key.toml": "gpus = 2\n", "m_layouts_str.toml": 'layouts = "tp=8"\n',
+    "m_bad.toml": "models = [\n", "mj_nan.json": '{"models": ["mixtral-8x7b"], "devices": ["H200"], "batch_sizes": [NaN]}',
+    "mj_deep.json": '{"models": ' + "[" * 100 + "]" * 100 + "}", "mj_list.json": "[1]",
+}
+MATRIX_CASES = [(f, n) for f, n in BAD_FILES if f not in ("list.json",)] + [
+    ("list.json", "expected an object"), ("missing.toml", "missing.toml"), ("folder", "folder"),
+    ("m_engine_list.toml", "engine ['x']"), ("m_engine_table.toml", "engine {}"), ("m_engine_int.toml", "engine 3"),
+    ("m_dtypes_int.toml", "'dtypes'"), ("m_device.toml", "'[/x]'"), ("m_device_comma.toml", "'H100,dtype=fp8_w8a8'"),
+    ("m_device_slash.toml", "'NVIDIA/H100'"), ("m_device_esc.toml", "\\x1b[2J"), ("m_models_esc.toml", "\\x1b[31m"),
+    ("m_models_int.toml", "'models'"), ("m_models_empty.toml", "'models'"), ("m_batch_big.toml", "65537"),
+    ("m_batch_zero.toml", "entry 0"), ("m_batch_bool.toml", "True"), ("m_batch_float.toml", "1.5"),
+    ("m_batch_many.toml", "65 sizes"), ("m_batch_str.toml", "'1,2'"), ("m_tp_big.toml", "layouts[0].tp 2048"),
+    ("m_tp_str.toml", "layouts[0].tp '8'"), ("m_tpdp.toml", "4096 devices"), ("m_placement.toml", "['linear']"),
+    ("m_layout_key.toml", "foo"), ("m_key.toml", "gpus"), ("m_layouts_str.toml", "'tp=8'"), ("m_bad.toml", "TOML"),
+    ("mj_nan.json", "mj_nan.json"), ("mj_deep.json", "nests"), ("mj_list.json", "expected an object"),
+    ("m_combos.toml", "8,000,000 combinations"), ("m_deep.toml", "nests"), ("m_tables.toml", "nests"),
+]
+MATRIX = [_case("matrix", ["matrix", f], n) for f, n in MATRIX_CASES]
+MATRIX += [_case("matrix", ["matrix", "m_invalid.toml", "--shard", sh], n) for sh, n in [
+    ("²/2", "'²/2'"), ("1/0", "'1/0'"), ("0/1", "'0/1'"), ("3/2", "'3/2'"), ("1/9999999", "'1/9999999'"),
+    ("a/b", "'a/b'"), ("", "''"), ("1/2/3", "'1/2/3'"), ("-1/2", "'-1/2'")]]
+MATRIX += [_case("matrix", ["matrix", "m_engine_list.toml", *o], n) for o, n in [
+    (["--tuned-dir", "a\x1bb"], "a\\x1bb"), (["--json", "--github"], "--json and --github")]]
+TUNE += [_case("tune", ["tune", "--matrix", f, "--interpret", "--out", "out"], n) for f, n in [
+    ("m_device.toml", "'[/x]'"), ("m_engine_list.toml", "engine ['x']"), ("m_combos.toml", "combinations"),
+    ("fifo.json", "fifo.json"), ("/dev/zero", "/dev/zero"), ("m_batch_big.toml", "65537"),
+    ("m_invalid.toml", "none of its 1 combination(s) can be served")]]
+TUNE += [_case("tune", ["tune", "--matrix", "m_invalid.toml", "--interpret", "--out", "out", "--shard", "²/1"], "'²/1'")]
+
+PLAN_TABLE = "E=8,N=7168,device_name=NVIDIA_H100_80GB_HBM3.json"  # mixtral-8x7b at TP2 on the default card
+CSV_BODIES = {
+    "c_big_m": [("1" + "0" * 400, 10, 5)], "c_digits": [("²", 10, 5)], "c_neg_m": [("-4", 10, 5)],
+    "c_ratio": [(1, "1e308", 5)], "c_inf": [(1, "inf", 5)], "c_neg_us": [(1, -5, 5)], "c_word": [(1, "fast", 5)],
+    "c_floor": [(1, 10, "1e300")], "c_field": [(1, "1" * 5000, 5)], "c_long": "x" * 200_000 + "\n1,2\n",
+    "c_extra": "batch_size,phase,median_us,is_winner\n1,confirm,10,True,surplus\n", "c_cols": "a,b\n1,2\n",
+    "c_binary": b"1,confirm,\xff\xfe,True,True,5\n", "c_fifo": None, "c_folder": None, "c_huge": None,
+}
+CSV_CASES = [("c_big_m", "line 2: batch_size '1000"), ("c_digits", "batch_size '²'"), ("c_neg_m", "'-4'"),
+             ("c_ratio", "median_us '1e308'"), ("c_inf", "median_us 'inf'"), ("c_neg_us", "median_us '-5'"),
+             ("c_word", "'fast'"), ("c_floor", "floor_us '1e300'"), ("c_field", "5,000 characters"),
+             ("c_long", "c_long"), ("c_extra", "more fields"), ("c_cols", "lacks the columns"),
+             ("c_binary", "not UTF-8"), ("c_fifo", "not a regular file"), ("c_folder", "is a folder"),
+             ("c_huge", "over the limit")]
+PLAN = [_case("plan", ["plan", "mixtral-8x7b", "--gpus", "2", "--tuned-dir", c], n) for c, n in CSV_CASES]
+PLAN += [_case("plan", ["plan", "mixtral-8x7b", "--gpus", "2", *o], n) for o, n in [
+    (["--gpus", "0"], "--gpus 0"), (["--gpus", "1025"], "--gpus 1025 is out of range"),
+    (["--gpus", "99999999999999"], "--gpus 99999999999999"), (["--gpus", "abc"], "'abc'"),
+    (["--gpus-per-node", "0"], "--gpus-per-node 0"), (["--gpus-per-node", "5000"], "--gpus-per-node 5000"),
+    (["--tuned-dir", ""], "--tuned-dir ''"), (["--tuned-dir", "a\x1bb"], "a\\x1bb"), (["--tuned-dir", "x" * 5000], "too long"),
+    (["--batch-sizes", "1" + "0" * 400], "'1000"), (["--batch-sizes", "²"], "'²'"), (["--batch-sizes", "1_000"], "'1_000'"),
+    (["--batch-sizes", ""], "''"), (["--batch-sizes", ",".join(map(str, range(1, 70)))], "69 sizes"),
+    (["--batch-sizes", "2000000"], "'2000000'"), (["--link-gbps", "nan"], "nan"), (["--link-gbps", "inf"], "inf"),
+    (["--link-gbps", "1e9"], "--link-gbps"), (["--node-link-gbps", "0"], "--node-link-gbps"),
+    (["--gpu-mem", "nan"], "--gpu-mem nan"), (["--gpu-mem", "1e400"], "--gpu-mem"), (["--gpu-mem", "abc"], "'abc'"),
+    (["--engine", "vllm-9"], "'vllm-9'"), (["--engine", "[/x]"], "'[/x]'"), (["--bogus"], "--bogus")]]
+PLAN += [_case("plan", ["plan", "mixtral-8x7b", "--gpus", "2", "--device-name", dn], repr(dn)[1:-1][:40])
+         for dn in BAD_DEVICE_NAMES + ["[/x]"]]
+PLAN += [_case("plan", ["plan", ref, "--gpus", "2"], n) for ref, n in BAD_MODEL_REFS + BAD_FILES[:4]]
+REPORT = [_case("report", ["report", c, "--out", "rep"], n) for c, n in CSV_CASES]
+REPORT += [_case("report", ["report", *o], n) for o, n in [
+    (["c_good", "--out", "binary.json"], "--out 'binary.json' is a file"), (["c_good", "--out", ""], "--out ''"),
+    (["c_good", "--out", "a\x1bb"], "a\\x1bb"), (["c_good", "--out", "binary.json/sub"], "binary.json"),
+    (["c_good", "--vs", "missing", "--out", "rep"], "'missing'"), ([""], "''"), (["missing", "--out", "rep"], "'missing'"),
+    (["folder", "--out", "rep"], "no tuning table"), (["c_good", "--out", "x" * 5000], "too long")]]
+VERIFY += [_case("verify", ["verify", c, "--stale"], n) for c, n in CSV_CASES if c in (
+    "c_long", "c_binary", "c_fifo", "c_folder", "c_huge", "c_field")]
+
+
 # ---- the harness -----------------------------------------------------------------------------
 
 def _tree(root: Path) -> dict:
@@ -389,7 +509,12 @@ def test_tune(workdir, argv, needle, env):
     _check(workdir, argv, needle, env)
 
 
+@pytest.mark.parametrize("argv, needle, env", MATRIX + PLAN + REPORT)
+def test_fleet(workdir, argv, needle, env):
+    _check(workdir, argv, needle, env)
+
+
 def test_corpus_size():
     counts = {"resolve": len(RESOLVE), "models": len(MODELS), "show": len(SHOW), "verify": len(VERIFY),
-              "tune": len(TUNE)}
-    assert sum(counts.values()) >= 150 and min(counts.values()) >= 5, counts
+              "tune": len(TUNE), "matrix": len(MATRIX), "plan": len(PLAN), "report": len(REPORT)}
+    assert sum(counts.values()) >= 400 and min(counts.values()) >= 5, counts

@@ -196,3 +196,92 @@ def test_verify_strict_checks_knobs_against_the_engine(tmp_path, knob, value, ok
     assert (r.exit_code == 0) == ok, r.output
     if not ok:
         assert f"{knob}={value}" in r.output
+
+
+# ---- plan, matrix and report: output escaped, report's --out made last and undone ----------------
+
+def test_plan_and_matrix_print_user_strings_literally(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "[b]m[/b]"  # the folder `[b]m[` holding `b]`
+    model.mkdir(parents=True)
+    (model / "config.json").write_text(json.dumps(dict(TINY, _name_or_path="[bold]evil\x1b[2J",
+                                                       num_attention_heads=4, num_key_value_heads=2)))
+    r = CliRunner().invoke(app, ["plan", "[b]m[/b]", "--gpus", "1", "--tuned-dir", "[red]dir"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("[bold]evil\\x1b[2J ([bold]evil\\x1b[2j) on 1 x") and "\x1b" not in r.stdout
+    (tmp_path / "[i]m.toml").write_text('models = ["[b]m[/b]"]\ndevices = ["NVIDIA H200"]\n'
+                                        '[[layouts]]\ntp = 3\n[[layouts]]\ntp = 1\n')
+    r = CliRunner().invoke(app, ["matrix", "[i]m.toml"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("[i]m.toml: 1 table(s)") and "[b]m[/b] tp=1 auto" in r.stdout
+    assert r.stdout.splitlines()[-1].startswith("invalid: [b]m[/b] tp=3 auto on NVIDIA H200: tp*dp = 3 does not")
+
+
+def _report_folder(tmp_path) -> Path:
+    d = tmp_path / "tables"
+    d.mkdir()
+    name = "E=8,N=7168,device_name=NVIDIA_H100_80GB_HBM3"
+    (d / f"{name}.json").write_text((ROOT / "tuned" / f"{name}.json").read_text())
+    (d / f"{name}.csv").write_text("batch_size,phase,median_us,is_winner,is_default,floor_us\n"
+                                   "1,confirm,10,True,False,5\n1,confirm,20,False,True,5\n")
+    return d
+
+
+def test_report_removes_what_it_made_when_drawing_fails(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from moeplan.planner import report
+
+    src = _report_folder(tmp_path)
+    keep = tmp_path / "kept"
+    keep.mkdir()
+    (keep / "old.png").write_text("a user's file")
+
+    def broken(run, png, vs_label="other"):
+        png.write_bytes(b"half a picture")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "draw", broken)
+    for out in (tmp_path / "new" / "report", keep):
+        before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+        r = CliRunner().invoke(app, ["report", str(src), "--out", str(out)])
+        assert (r.exit_code, r.stdout) == (2, ""), r.output
+        assert r.stderr.splitlines() == [f"moeplan: error: --out {str(out)!r}: cannot write the report "
+                                         "(No space left on device)"]
+        assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_tune_ray_on_a_cluster_without_gpus_prints_nothing_before_its_error(tiny, tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    monkeypatch.setenv("MOEPLAN_TUNE_TIMER", "model")
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)  # as if `ray.init` had started a local one
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["tune", str(tiny), "--interpret", "--batch-sizes", "2", "--out", str(out),
+                                 "--ray", "local"])
+    assert (r.exit_code, r.stdout) == (2, ""), r.output
+    assert r.stderr.splitlines() == ["moeplan: error: --ray 'local': the Ray cluster has no GPU resources; run on a "
+                                     "machine with GPUs or start the cluster's nodes with them (ray start --num-gpus N)"]
+    assert not out.exists()
+
+
+def test_tables_up_to_the_readme_s_4_mib_are_read(tmp_path):
+    from moeplan.tables.table import load_table
+
+    p = tmp_path / "E=4,N=32,device_name=X.json"
+    body = json.dumps({"1": ENTRY})
+    p.write_text(body[:-1] + " " * ((2 << 20) - len(body)) + "}")  # 2 MiB: refused before, within the 4 MiB rule
+    assert load_table(p).entries
+    with open(p, "ab") as f:
+        f.truncate((4 << 20) + 1)
+    with pytest.raises(Exception, match="over the limit of 4,194,304"):
+        load_table(p)
+
+
+def test_measurements_csv_errors_name_the_file_and_line():
+    from moeplan.base.errors import PlanError
+    from moeplan.tables.measurements import parse_tuning_csv
+
+    text = "batch_size,phase,median_us,is_winner\n1,confirm,10,True\n2,confirm,1e400,True\n"
+    with pytest.raises(PlanError, match=r"^measurements CSV 'x.csv' line 3: median_us '1e400' is not a time"):
+        parse_tuning_csv(text, "'x.csv'")
+    assert parse_tuning_csv(text.replace("1e400", ""), "x")[1].winner_us == 10.0

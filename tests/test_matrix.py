@@ -169,10 +169,10 @@ def test_shards_are_disjoint_complete_and_stable(tmp_path):
     ('models = ["mixtral-8x7b"]', "needs 'devices'"),
     ('models = ["mixtral-8x7b"]\ndevices = ["x"]\ngpus = 2', "unknown key(s) gpus; valid: models, layouts"),
     ('models = ["mixtral-8x7b"]\ndevices = ["x"]\ndtypes = ["int3"]', "dtype 'int3' is unknown; valid: auto"),
-    ('models = ["mixtral-8x7b"]\ndevices = ["x"]\n[[layouts]]\ntp = 0', "layouts[0].tp = 0 must be an integer >= 1"),
+    ('models = ["mixtral-8x7b"]\ndevices = ["x"]\n[[layouts]]\ntp = 0', "layouts[0].tp 0 is out of range; valid: 1..1024"),
     ('models = ["mixtral-8x7b"]\ndevices = ["x"]\n[[layouts]]\nep = "yes"', "layouts[0].ep = 'yes' must be true"),
     ('models = ["mixtral-8x7b"]\ndevices = ["x"]\nengine = "vllm-9"', "engine 'vllm-9' is not a known engine"),
-    ('models = ["mixtral-8x7b"]\ndevices = ["x"]\nbatch_sizes = [0]', "'batch_sizes' must be a non-empty list"),
+    ('models = ["mixtral-8x7b"]\ndevices = ["x"]\nbatch_sizes = [0]', "batch_sizes entry 0 is out of range; valid: 1..65536"),
     ('models = ["no-such-model"]\ndevices = ["x"]', "no-such-model"),
 ])
 def test_bad_matrix_files_get_one_line_and_exit_2(tmp_path, text, needle):

@@ -248,18 +248,18 @@ def test_modelled_time_scales_the_floor_by_the_measured_ratio(tmp_path):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["mixtral-8x7b", "--gpus", "0"], "--gpus 0 is invalid"),
-    (["mixtral-8x7b", "--gpus", "-2"], "--gpus -2 is invalid"),
+    (["mixtral-8x7b", "--gpus", "0"], "--gpus 0 is out of range; valid: 1..1024"),
+    (["mixtral-8x7b", "--gpus", "-2"], "--gpus -2 is out of range; valid: 1..1024"),
     (["mixtral-8x7b", "--gpus", "9"], "GPU counts with a valid layout: 1, 2, 3, 4, 5, 6, 7, 8, 14"),
     (["no-such-model", "--gpus", "2"], "unknown model 'no-such-model'"),
     (["mixtral-8x7b", "--gpus", "2", "--gpu-mem", "-3"], "--gpu-mem -3.0 is invalid"),
     (["mixtral-8x7b", "--gpus", "2", "--gpu-mem", "0"], "--gpu-mem 0.0 is invalid"),
     (["mixtral-8x7b", "--gpus", "2", "--gpu-mem", "lots"], "--gpu-mem 'lots' is invalid; expected GiB per GPU"),
-    (["mixtral-8x7b", "--gpus", "2", "--batch-sizes", "1,x"], "--batch-sizes '1,x' is invalid"),
-    (["mixtral-8x7b", "--gpus", "2", "--batch-sizes", "0"], "--batch-sizes '0' is invalid"),
+    (["mixtral-8x7b", "--gpus", "2", "--batch-sizes", "1,x"], "--batch-sizes '1,x': 'x' is not a batch size"),
+    (["mixtral-8x7b", "--gpus", "2", "--batch-sizes", "0"], "--batch-sizes '0': '0' is not a batch size"),
     (["mixtral-8x7b", "--gpus", "2", "--device-name", "Voodoo 5"], "'Voodoo 5' is not a card"),
     (["mixtral-8x7b", "--gpus", "2", "--engine", "vllm-9"], "not a known engine profile"),
-    (["mixtral-8x7b", "--gpus", "2", "--link-gbps", "0"], "--link-gbps 0.0 is invalid"),
+    (["mixtral-8x7b", "--gpus", "2", "--link-gbps", "0"], "--link-gbps 0.0 is out of range"),
     (["mixtral-8x7b", "--gpus", "2", "--dtype", "fp7"], "unknown dtype 'fp7'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, needle):

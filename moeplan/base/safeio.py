@@ -31,8 +31,12 @@ MAX_BINARY_BYTES = 256 << 20  # captured routing ids (.pt/.npy)
 MAX_JSON_DEPTH = 32  # real config.json files nest 5 deep (compressed-tensors groups)
 MAX_PATH_CHARS = 4096  # PATH_MAX
 MAX_NAME_BYTES = 255  # one file-name component (NAME_MAX)
-MAX_DEVICE_NAME = 80
-MAX_BATCH = 1 << 20  # tokens in one batch (resolve --batch-size, tune --batch-sizes)  # the longest real GPU name is about 45 characters
+MAX_DEVICE_NAME = 80  # the longest real GPU name is about 45 characters
+MAX_BATCH = 1 << 20  # tokens in one batch (resolve --batch-size, table batch keys)
+MAX_TUNE_BATCH = 65536  # tune --batch-sizes and a matrix's batch_sizes: routing pools are drawn per size
+MAX_BATCH_SIZES = 64  # batch sizes per tuning run (the engine tunes 18)
+MAX_CSV_BYTES = 64 << 20  # a measurements CSV (an exhaustive 18-size run writes about 4 MB)
+MAX_CSV_FIELD = 4096  # characters in one CSV field
 
 # The device-name grammar: letters, digits, space and `_ . ( ) + -`, starting with a letter or
 # digit. It leaves out every character that changes the tuning-file grammar (`,` `=` `[` `]`),
@@ -111,6 +115,17 @@ def check_device_name(value: Any, option: str = "--device-name", error=InputErro
         raise error(f"{option} {shown(value)} is not a device name; valid: {DEVICE_NAME_RULE}, "
                     "e.g. 'NVIDIA H100 80GB HBM3'")
     return value
+
+
+def check_batch_sizes(option: str, values: Any, error=InputError) -> tuple[int, ...]:
+    """A list of tuning batch sizes (a matrix's `batch_sizes`): the rules of `tune --batch-sizes`."""
+    if not isinstance(values, list) or not values:
+        raise error(f"{option} {shown(values)} must be a non-empty list of integers in 1..{MAX_TUNE_BATCH}")
+    for v in values:
+        check_int(f"{option} entry", v, 1, MAX_TUNE_BATCH, error)
+    if len(set(values)) > MAX_BATCH_SIZES:
+        raise error(f"{option} lists {len(set(values))} sizes; the limit is {MAX_BATCH_SIZES}")
+    return tuple(sorted(set(values)))
 
 
 # ---- files -----------------------------------------------------------------------------------

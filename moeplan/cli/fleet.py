@@ -50,22 +50,22 @@ def matrix(
 def _print_matrix(data: dict) -> None:
     from rich.table import Table
 
-    from moeplan.cli.render import console
+    from moeplan.cli.render import console, user_text
 
     con = console()
     rows = data["rows"]
     counts = {s: sum(1 for r in rows if r["status"].status == s) for s in ("present", "stale", "missing")}
-    t = Table(title=f"{data['matrix'].source}: {len(rows)} table(s) ({counts['present']} present, "
+    t = Table(title=f"{user_text(data['matrix'].source)}: {len(rows)} table(s) ({counts['present']} present, "
                     f"{counts['stale']} stale, {counts['missing']} missing)", title_justify="left")
     for col in ("table", "status", "where / why", "used by"):
         t.add_column(col, overflow="fold")
     style = {"present": "green", "stale": "yellow", "missing": "red"}
     for r in rows:
         st = r["status"]
-        where = (st.found or "-") + "".join(f"\n{x}" for x in st.reasons)
-        users = "\n".join(f"{c.model} {c.layout.label()} {c.dtype}" for c in r["job"].used_by)
-        t.add_row(r["job"].file_name, f"[{style[st.status]}]{st.status}[/]", where, users)
+        where = user_text(st.found or "-") + "".join(f"\n{user_text(x)}" for x in st.reasons)
+        users = "\n".join(user_text(f"{c.model} {c.layout.label()} {c.dtype}") for c in r["job"].used_by)
+        t.add_row(user_text(r["job"].file_name), f"[{style[st.status]}]{st.status}[/]", where, users)
     con.print(t)
     for i in data["invalid"]:
         c = i.combination
-        con.print(f"invalid: {c.model} {c.layout.label()} {c.dtype} on {c.device}: {i.reason}", soft_wrap=True)
+        con.print(user_text(f"invalid: {c.model} {c.layout.label()} {c.dtype} on {c.device}: {i.reason}"), soft_wrap=True)

@@ -12,23 +12,8 @@ from typing import List, Optional
 
 import typer
 
+from moeplan.base.safeio import printable
 from moeplan.cli.options import DtypeOpt, ModelArg
-
-
-def _batch_sizes(text: Optional[str]) -> tuple[int, ...]:
-    from moeplan.planner.plan import DEFAULT_BATCH_SIZES
-    from moeplan.base.errors import PlanError
-
-    if text is None:
-        return DEFAULT_BATCH_SIZES
-    try:
-        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise PlanError(f"--batch-sizes {text!r} is invalid; expected comma-separated integers >= 1, e.g. 1,16,256") \
-            from None
-    if not values or min(values) < 1:
-        raise PlanError(f"--batch-sizes {text!r} is invalid; expected comma-separated integers >= 1, e.g. 1,16,256")
-    return tuple(sorted(set(values)))
 
 
 def plan(
@@ -56,9 +41,9 @@ def plan(
 ):
     """Rank every valid TP/DP/EP layout of MODEL on G GPUs: memory per device, MoE time, communication, tables."""
     from moeplan.planner.data import plan_model
-    from moeplan.planner.plan import PlanRequest
+    from moeplan.planner.plan import PlanRequest, parse_batch_sizes
 
-    req = PlanRequest(gpus=gpus, gpus_per_node=gpus_per_node, dtype=dtype, batch_sizes=_batch_sizes(batch_sizes),
+    req = PlanRequest(gpus=gpus, gpus_per_node=gpus_per_node, dtype=dtype, batch_sizes=parse_batch_sizes(batch_sizes),
                       link_gbps=link_gbps, node_link_gbps=node_link_gbps)
     result, choice = plan_model(model, req, device_name, gpu_mem, engine, tuned_dir, dict(os.environ))
     if as_json:
@@ -73,15 +58,15 @@ def plan(
 def print_plan(result, choice) -> None:
     from rich.table import Table
 
-    from moeplan.cli.render import console
+    from moeplan.cli.render import console, user_text as u
     from moeplan.planner.plan import MEMORY_UTILIZATION, RANKING
 
     c = console()
     m, card, req = result.model, result.card, result.request
-    c.print(f"[bold]{m.name}[/bold] ({m.alias}) on {req.gpus} x {card.name} "
-            f"({card.memory_gib:.1f} GiB, {card.copy_bandwidth_Bps / 1e12:.2f} TB/s copy; {result.card_reason})")
-    c.print(f"engine profile {choice.profile.name} ({choice.reason}); a layout without its table runs the "
-            f"{choice.profile.heuristic} default heuristic" + (f"; warning: {choice.warning}" if choice.warning else ""))
+    c.print(f"[bold]{u(m.name)}[/bold] ({u(m.alias)}) on {req.gpus} x {u(card.name)} "
+            f"({card.memory_gib:.1f} GiB, {card.copy_bandwidth_Bps / 1e12:.2f} TB/s copy; {u(result.card_reason)})")
+    c.print(f"engine profile {choice.profile.name} ({u(choice.reason)}); a layout without its table runs the "
+            f"{choice.profile.heuristic} default heuristic" + (f"; warning: {u(choice.warning)}" if choice.warning else ""))
     c.print(f"fits: weights <= {MEMORY_UTILIZATION:.0%} of the GPU (the engine's default memory utilization); "
             f"ranked: {RANKING}")
     tags: dict[str, str] = {}
@@ -109,16 +94,16 @@ def print_plan(result, choice) -> None:
         for x in lp.tables:
             seen.setdefault(x.spec.file_name, x)
     for name, x in seen.items():
-        where = f"found {x.path}" if x.path else "missing"
+        where = f"found {u(x.path)}" if x.path else "missing"
         meas = " (CSV: measured times)" if x.measured else ""
-        c.print(f"  {tags[name]} {name}: {where}{meas}", soft_wrap=True)
+        c.print(f"  {tags[name]} {u(name)}: {where}{meas}", soft_wrap=True)
     used = sorted({n for lp in result.layouts for n in lp.ratio_from})
     if used:
         c.print("modelled = roofline floor x the measured/floor ratio of the most similar measured table "
-                f"(winner's if the table exists, the default's if not): {', '.join(used)}", soft_wrap=True)
+                f"(winner's if the table exists, the default's if not): {u(', '.join(used))}", soft_wrap=True)
     unknown = sorted({u for lp in result.layouts for u in lp.memory.unknown})
     if unknown:
-        c.print(f"[yellow]not in the model's facts, counted as 0[/yellow]: {', '.join(unknown)}")
+        c.print(f"[yellow]not in the model's facts, counted as 0[/yellow]: {u(', '.join(unknown))}")
 
 
 def report_cmd(
@@ -128,14 +113,13 @@ def report_cmd(
                                       "(default: ./<FOLDER's name>-report)."),
 ):
     """One PNG per table (time per batch size: tuned winner vs the default heuristic, roofline fraction) and an index."""
-    from moeplan.planner.report import ChartError, write_report
+    from moeplan.planner.report import ChartError, make_report
 
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise ChartError("report needs matplotlib, which is not installed: pip install 'moeplan[kernels]' "
                          "(the kernels extra; the test extra has it too)") from None
-    src = Path(folder)
-    index = write_report(src, Path(out) if out else Path(f"{src.resolve().name}-report"), Path(vs) if vs else None)
-    typer.echo(f"wrote {index}")
+    index = make_report(folder, out, vs)
+    typer.echo(f"wrote {printable(index)}")
 

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from moeplan.base.paths import DEFAULT_OUT
+from moeplan.base.safeio import printable
 from moeplan.cli.options import (All2AllOpt, BlockOpt, DpOpt, DtypeOpt, EngineOpt, EpOpt, PerChannelOpt, PerTokenOpt,
                                  PlacementOpt, TpOpt)
 
@@ -55,7 +56,7 @@ def tune(
                       search_space=search_space, strategy=strategy, out=out, gpus=gpus, routing=routing,
                       interpret=interpret, fresh=fresh, force=force, seed=seed, point_timeout=point_timeout,
                       restart_every=restart_every, compile_threads=compile_threads, ray=ray)
-    code = run_tune(req, run_jobs=lambda jobs: _run_jobs(jobs, quiet), say=typer.echo,
+    code = run_tune(req, run_jobs=lambda jobs: _run_jobs(jobs, quiet), say=lambda line: typer.echo(printable(line)),
                     warn=lambda line: typer.echo(line, err=True))
     raise typer.Exit(code)
 
@@ -84,8 +85,10 @@ def _run_jobs(jobs, quiet: bool) -> int:
         state["completed"] += n
         progress.advance(overall, n)
 
+    from moeplan.cli.render import user_text
+
     def log(msg: str):  # one line each, never wrapped (a warning is one line per table)
-        progress.console.print(f"[yellow]{msg}[/yellow]", soft_wrap=True)
+        progress.console.print(f"[yellow]{user_text(msg)}[/yellow]", soft_wrap=True)
 
     try:
         with progress:
@@ -115,12 +118,12 @@ def _run_jobs(jobs, quiet: bool) -> int:
                 # the estimate of this table is spent: the total becomes what is known
                 progress.update(overall, total=state["completed"] + est_rest)
     except KeyboardInterrupt:
-        err.print(f"interrupted: progress is checkpointed under {jobs[0].opts.out_dir}/.moeplan-tune; "
+        err.print(f"interrupted: progress is checkpointed under {user_text(jobs[0].opts.out_dir)}/.moeplan-tune; "
                   "run the same command to resume")
         return 130
     for o in outcomes:
         out.print(rich_summary(o))
-        out.print(f"{o.action}: {o.path} ({o.message}); measurements: {o.csv_path}")
+        out.print(f"{o.action}: {user_text(o.path)} ({user_text(o.message)}); measurements: {user_text(o.csv_path)}")
         if any(r.winner is None for r in o.rows):
             code = 1
     return code

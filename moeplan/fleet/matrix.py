@@ -15,23 +15,27 @@ A matrix file is TOML (or JSON with the same keys):
 Several (model, layout, dtype) combinations often load the same file (same E, N, dtype,
 block and device): the expansion keeps one `TableJob` per file name, with every
 combination that uses it. A combination the model does not allow (TP not dividing N, ...)
-becomes an `Invalid` entry, not an error; a malformed file or an unknown model is an error.
+becomes an `Invalid` entry, not an error; a malformed file, an unknown model or a device name
+outside the `--device-name` rule is an error. Files are read through `moeplan.base.safeio`.
 
 Pure: no I/O except reading the one matrix file in `load_matrix`; no torch/triton.
 """
 
 from __future__ import annotations
 
-import json
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from moeplan.base import safeio
 from moeplan.base.errors import MoeplanError
+from moeplan.base.safeio import (MAX_JSON_DEPTH, check_batch_sizes, check_device_name, check_int, check_path,
+                                 check_text, printable, shown)
 from moeplan.model.spec import ModelSpec
 from moeplan.model.load import load_model
-from moeplan.layout.parallel import PLACEMENTS, Layout
+from moeplan.layout.parallel import MAX_WORLD, PLACEMENTS, Layout
 from moeplan.layout.resolve import QuantRequest, Resolution, TableSpec, resolve
 from moeplan.layout.quant import DTYPE_CHOICES
 
@@ -129,8 +133,14 @@ class TableJob:
 
 # ---- parsing ---------------------------------------------------------------------------------
 
+MAX_LIST = 1024  # entries in one of models, devices, dtypes, layouts
+MAX_COMBINATIONS = 100_000  # models x layouts x dtypes x devices, counted before anything is expanded
+MAX_SHARDS = 100_000  # N of --shard I/N
+_SHARD_RE = re.compile(r"([0-9]{1,6})/([0-9]{1,6})")  # ASCII digits only: str.isdigit() also takes '²'
+
+
 def _fail(source: str, what: str) -> MatrixError:
-    return MatrixError(f"matrix file {source!r}: {what}")
+    return MatrixError(f"matrix file {shown(source)}: {what}")
 
 
 def _str_list(obj: dict, key: str, source: str, default: Optional[list] = None) -> tuple[str, ...]:
@@ -140,84 +150,108 @@ def _str_list(obj: dict, key: str, source: str, default: Optional[list] = None) 
         return tuple(default)
     v = obj[key]
     if not isinstance(v, list) or not v or not all(isinstance(x, str) and x.strip() for x in v):
-        raise _fail(source, f"{key!r} must be a non-empty list of non-empty strings, got {v!r}")
+        raise _fail(source, f"{key!r} must be a non-empty list of non-empty strings, got {shown(v)}")
+    if len(v) > MAX_LIST:
+        raise _fail(source, f"{key!r} lists {len(v)} entries; the limit is {MAX_LIST}")
+    for i, x in enumerate(v):
+        check_text(f"{key}[{i}]", x, "a printable string", error=lambda m: _fail(source, m))
     return tuple(dict.fromkeys(x.strip() for x in v))  # duplicates dropped, order kept
 
 
 def _layout(d, i: int, source: str) -> LayoutEntry:
     if not isinstance(d, dict):
-        raise _fail(source, f"layouts[{i}] must be a table/object with keys {', '.join(LAYOUT_KEYS)}, got {d!r}")
-    extra = sorted(set(d) - set(LAYOUT_KEYS))
+        raise _fail(source, f"layouts[{i}] must be a table/object with keys {', '.join(LAYOUT_KEYS)}, got {shown(d)}")
+    extra = sorted(str(k) for k in set(d) - set(LAYOUT_KEYS))
     if extra:
-        raise _fail(source, f"layouts[{i}] has unknown key(s) {', '.join(extra)}; valid: {', '.join(LAYOUT_KEYS)}")
+        raise _fail(source, f"layouts[{i}] has unknown key(s) {printable(', '.join(extra))[:200]}; valid: "
+                            f"{', '.join(LAYOUT_KEYS)}")
     for k in ("tp", "dp"):
-        v = d.get(k, 1)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise _fail(source, f"layouts[{i}].{k} = {v!r} must be an integer >= 1")
+        check_int(f"layouts[{i}].{k}", d.get(k, 1), 1, MAX_WORLD, lambda m: _fail(source, m))
+    if d.get("tp", 1) * d.get("dp", 1) > MAX_WORLD:
+        raise _fail(source, f"layouts[{i}]: tp x dp = {d.get('tp', 1) * d.get('dp', 1)} devices is out of range; "
+                            f"valid: 1..{MAX_WORLD}")
     ep = d.get("ep", False)
     if not isinstance(ep, bool):
-        raise _fail(source, f"layouts[{i}].ep = {ep!r} must be true or false")
+        raise _fail(source, f"layouts[{i}].ep = {shown(ep)} must be true or false")
     placement = d.get("placement", "linear")
-    if placement not in PLACEMENTS:
-        raise _fail(source, f"layouts[{i}].placement = {placement!r} is unknown; valid: {', '.join(PLACEMENTS)}")
+    if not isinstance(placement, str) or placement not in PLACEMENTS:
+        raise _fail(source, f"layouts[{i}].placement = {shown(placement)} is unknown; valid: {', '.join(PLACEMENTS)}")
     return LayoutEntry(d.get("tp", 1), d.get("dp", 1), ep, placement)
 
 
+def _depth(obj, limit: int) -> int:
+    """Nesting depth of parsed TOML (tables and arrays), stopping past `limit`."""
+    stack, deepest = [(obj, 0)], 0
+    while stack:
+        o, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest > limit:
+            break
+        if isinstance(o, dict):
+            stack += [(v, d + 1) for v in o.values()]
+        elif isinstance(o, list):
+            stack += [(v, d + 1) for v in o]
+    return deepest
+
+
 def parse_matrix(text: str, source: str = "<matrix>", fmt: Optional[str] = None) -> Matrix:
-    """A Matrix from TOML or JSON text (`fmt` "toml" | "json"; None: JSON if it parses as an object)."""
+    """A Matrix from TOML or JSON text (`fmt` "toml" | "json"; None: JSON if it parses as an object).
+    Every field is type-checked and bounded; the combinations are counted before any is expanded."""
     fmt = fmt or ("json" if text.lstrip().startswith("{") else "toml")
     if fmt == "json":
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise _fail(source, f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+        obj = safeio.parse_json(text, f"matrix file {shown(source)}", MatrixError)
     else:
         import tomllib
 
         try:
             obj = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            raise _fail(source, f"not valid TOML ({e})") from None
+            raise _fail(source, f"not valid TOML ({printable(e)})") from None
+        except RecursionError:
+            raise _fail(source, f"nests too deep; the limit is {MAX_JSON_DEPTH}") from None
+        if _depth(obj, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            raise _fail(source, f"nests over {MAX_JSON_DEPTH} levels deep; the limit is {MAX_JSON_DEPTH}")
     if not isinstance(obj, dict):
         raise _fail(source, f"expected an object/table of {', '.join(MATRIX_KEYS)}, got {type(obj).__name__}")
-    extra = sorted(set(obj) - set(MATRIX_KEYS))
+    extra = sorted(str(k) for k in set(obj) - set(MATRIX_KEYS))
     if extra:
-        raise _fail(source, f"unknown key(s) {', '.join(extra)}; valid: {', '.join(MATRIX_KEYS)}")
+        raise _fail(source, f"unknown key(s) {printable(', '.join(extra))[:200]}; valid: {', '.join(MATRIX_KEYS)}")
     models = _str_list(obj, "models", source)
     devices = _str_list(obj, "devices", source)
+    for i, dev in enumerate(devices):  # the --device-name rule: a name never changes the file-name grammar
+        check_device_name(dev, f"devices[{i}]", lambda m: _fail(source, m))
     dtypes = _str_list(obj, "dtypes", source, ["auto"])
     bad = [d for d in dtypes if d.lower() not in DTYPE_CHOICES]
     if bad:
-        raise _fail(source, f"dtype {bad[0]!r} is unknown; valid: {', '.join(DTYPE_CHOICES)}")
+        raise _fail(source, f"dtype {shown(bad[0])} is unknown; valid: {', '.join(DTYPE_CHOICES)}")
     raw_layouts = obj.get("layouts", [{}])
     if not isinstance(raw_layouts, list) or not raw_layouts:
-        raise _fail(source, f"'layouts' must be a non-empty list of tables/objects, got {raw_layouts!r}")
+        raise _fail(source, f"'layouts' must be a non-empty list of tables/objects, got {shown(raw_layouts)}")
+    if len(raw_layouts) > MAX_LIST:
+        raise _fail(source, f"'layouts' lists {len(raw_layouts)} entries; the limit is {MAX_LIST}")
     layouts = tuple(dict.fromkeys(_layout(d, i, source) for i, d in enumerate(raw_layouts)))
+    count = len(models) * len(layouts) * len(dtypes) * len(devices)
+    if count > MAX_COMBINATIONS:
+        raise _fail(source, f"{len(models)} models x {len(layouts)} layouts x {len(dtypes)} dtypes x {len(devices)} "
+                            f"devices = {count:,} combinations; the limit is {MAX_COMBINATIONS:,}")
     sizes = obj.get("batch_sizes")
     if sizes is not None:
-        if (not isinstance(sizes, list) or not sizes
-                or not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in sizes)):
-            raise _fail(source, f"'batch_sizes' must be a non-empty list of integers >= 1, got {sizes!r}")
-        sizes = tuple(sorted(set(sizes)))
+        sizes = check_batch_sizes("batch_sizes", sizes, lambda m: _fail(source, m))
     engine = obj.get("engine")
     if engine is not None:
         from moeplan.engines.registry import PROFILES
 
-        if engine not in PROFILES:
-            raise _fail(source, f"engine {engine!r} is not a known engine profile; valid: {', '.join(PROFILES)}")
+        if not isinstance(engine, str) or engine not in PROFILES:
+            raise _fail(source, f"engine {shown(engine)} is not a known engine profile; valid: {', '.join(PROFILES)}")
     return Matrix(models, layouts, dtypes, devices, sizes, engine, source)
 
 
 def load_matrix(path: str) -> Matrix:
-    """Read and parse a matrix file; `.json` files are JSON, everything else TOML."""
-    p = Path(path)
-    if p.is_dir():
-        raise MatrixError(f"matrix file {path!r} is a folder; pass a .toml or .json matrix file")
-    try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise MatrixError(f"cannot read matrix file {path!r}: {getattr(e, 'strerror', None) or e}") from None
-    return parse_matrix(text, path, "json" if p.suffix.lower() == ".json" else "toml")
+    """Read (through the input layer: a regular file, at most 4 MiB, UTF-8) and parse a matrix
+    file; `.json` files are JSON, everything else TOML."""
+    check_path("matrix file", path, "a .toml or .json matrix file", MatrixError)
+    text = safeio.read_text(path, "matrix file", safeio.MAX_JSON_BYTES, MatrixError)
+    return parse_matrix(text, path, "json" if Path(path).suffix.lower() == ".json" else "toml")
 
 
 # ---- expansion ---------------------------------------------------------------------------------
@@ -256,13 +290,14 @@ def expand(matrix: Matrix) -> tuple[list[TableJob], list[Invalid]]:
 # ---- shards -------------------------------------------------------------------------------------
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """'I/N' (1-based, 1 <= I <= N) -> (I, N); MatrixError otherwise."""
-    parts = text.strip().split("/")
-    if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
-        i, n = int(parts[0]), int(parts[1])
-        if 1 <= i <= n:
+    """'I/N' (1-based, 1 <= I <= N <= MAX_SHARDS, ASCII digits) -> (I, N); MatrixError otherwise."""
+    m = _SHARD_RE.fullmatch(text.strip()) if isinstance(text, str) else None
+    if m:
+        i, n = int(m.group(1)), int(m.group(2))
+        if 1 <= i <= n <= MAX_SHARDS:
             return i, n
-    raise MatrixError(f"--shard {text!r} is invalid; expected I/N with 1 <= I <= N, e.g. 1/4")
+    raise MatrixError(f"--shard {shown(text)} is invalid; expected I/N with 1 <= I <= N <= {MAX_SHARDS:,} "
+                      "(ASCII digits), e.g. 1/4")
 
 
 def shard(jobs: Sequence[TableJob], i: int, n: int) -> list[TableJob]:

@@ -19,8 +19,12 @@ def matrix_rows(path: str, tuned_dir: list[str], shard_text: Optional[str], engi
     from moeplan.tables import staleness
     from moeplan.engines.vllm import engine_config_dir
 
+    from moeplan.base.safeio import check_path
+
+    part = mx.parse_shard(shard_text) if shard_text is not None else None  # the options before the file
+    for d in tuned_dir:
+        check_path("--tuned-dir", d, "a folder of tuning tables")
     m = mx.load_matrix(path)
-    part = mx.parse_shard(shard_text) if shard_text is not None else None
     jobs, invalid = mx.expand(m)
     index = {j.file_name: k + 1 for k, j in enumerate(jobs)}  # jobs are sorted by file name
     chosen = mx.shard(jobs, *part) if part else jobs
@@ -54,6 +58,15 @@ class MatrixRun:
              say: Callable[[str], None] = print) -> "Optional[MatrixRun]":
         data = matrix_rows(path, [out], shard_text, engine)
         rows = data["rows"]
+        if not data["total"]:  # nothing valid was asked: an error, never "nothing to tune"
+            from moeplan.base.safeio import shown
+            from moeplan.fleet.matrix import MatrixError
+
+            bad = data["invalid"]
+            first = f"; the first: {bad[0].combination.model} {bad[0].combination.layout.label()} " \
+                    f"{bad[0].combination.dtype} on {bad[0].combination.device}: {bad[0].reason}" if bad else ""
+            raise MatrixError(f"matrix file {shown(path)}: none of its {len(bad)} combination(s) can be served, so "
+                              f"there is no table to tune{first}")
         todo = [r for r in rows if r["status"].status == "missing" or (force and r["status"].status == "stale")]
         label = f"{path}" + (f" (shard {shard_text})" if shard_text else "")
         if not todo:

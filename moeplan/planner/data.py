@@ -8,21 +8,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
-from moeplan.base.errors import MoeplanError
 
 
 def tuning_data(resolutions: Sequence, tuned_dirs: Sequence[str], env: dict):
     """Find every table the layouts need (the engine's lookup order), read the CSV beside each
     found one, and build the calibration from every table+CSV pair in the tuned folders."""
     from moeplan.planner.plan import TuningData, calibration_table
-    from moeplan.tables.measurements import parse_tuning_csv
+    from moeplan.tables.measurements import read_tuning_csv
     from moeplan.tables.lookup import find_table
 
-    def points(csv_path: Path):
-        try:
-            return parse_tuning_csv(csv_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, MoeplanError):
-            return None  # an unreadable CSV is no measurement; the time is modelled instead
+    def points(csv_path: Path):  # no CSV: nothing measured (modelled); a bad one: PlanError naming file and line
+        return read_tuning_csv(csv_path)
 
     tables, csvs = {}, {}
     for res in resolutions:
@@ -60,8 +56,12 @@ def plan_model(model: str, req, device_name: Optional[str] = None, gpu_mem: Opti
     from moeplan.planner.plan import TuningData, make_plan
     from moeplan.tables.lookup import default_tuned_dirs
 
+    from moeplan.base.safeio import check_path
+
+    for d in tuned_dirs:
+        check_path("--tuned-dir", d, "a folder of tuning tables")
+    card, why = card_for(device_name, gpu_mem)  # every option before the model is read
     spec = load_model(model)
-    card, why = card_for(device_name, gpu_mem)
     choice = choose_profile(engine)
     dirs = list(tuned_dirs) or default_tuned_dirs()
     env = dict(os.environ if env is None else env)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from moeplan.base.errors import MoeplanError
+from moeplan.base.safeio import check_device_name
 from moeplan.engines.vllm import normalize_device_name
 
 GiB = 1024 ** 3
@@ -95,8 +96,8 @@ def card_for(device_name: Optional[str], gpu_mem_gib: Optional[float]) -> tuple[
                 from None
     if gpu_mem_gib is not None and not (isinstance(gpu_mem_gib, (int, float)) and 0 < gpu_mem_gib <= 4096):
         raise HardwareError(f"--gpu-mem {gpu_mem_gib!r} is invalid; expected GiB per GPU, a number in (0, 4096]")
-    if device_name is not None and not device_name.strip():
-        raise HardwareError("--device-name '' is empty; pass a GPU name like 'NVIDIA H200'")
+    if device_name is not None:  # the rule of every --device-name: no markup, `/`, `,` `=` or control characters
+        check_device_name(device_name, "--device-name", HardwareError)
     if device_name is None:
         card, why = CARDS[normalize_device_name(DEFAULT_CARD)], f"no --device-name: {DEFAULT_CARD} assumed"
     elif gpu_mem_gib is None or normalize_device_name(device_name) in CARDS:

@@ -19,6 +19,7 @@ passes them in as `TuningData`.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -29,11 +30,30 @@ from moeplan.engines.registry import default_config
 from moeplan.engines.launch import OPERAND_BYTES
 from moeplan.model.spec import ModelSpec
 from moeplan.engines.vllm import parse_tuning_file_name
-from moeplan.layout.parallel import Layout
+from moeplan.base.safeio import MAX_BATCH, check_float, check_int, shown
+from moeplan.layout.parallel import MAX_WORLD, Layout
 from moeplan.layout.resolve import QuantRequest, Resolution, TableSpec, resolve
 from moeplan.tables.measurements import CsvPoint
 
 DEFAULT_BATCH_SIZES = (1, 16, 64, 256, 1024)
+MAX_PLAN_BATCHES = 64  # batch sizes in one plan (as tune --batch-sizes)
+MAX_LINK_GBPS = 1e6  # Gbit/s per GPU: 250x NVLink 5
+_UINT_RE = re.compile(r"[0-9]{1,8}")  # ASCII digits only: int() also takes "1_000" and other scripts' digits
+
+
+def parse_batch_sizes(text: Optional[str]) -> tuple[int, ...]:
+    """`plan --batch-sizes` text -> sorted distinct sizes in 1..MAX_BATCH (at most MAX_PLAN_BATCHES)."""
+    if text is None:
+        return DEFAULT_BATCH_SIZES
+    parts = [p.strip() for p in str(text).split(",")]
+    for p in parts:
+        if not _UINT_RE.fullmatch(p) or not 1 <= int(p) <= MAX_BATCH:
+            raise PlanError(f"--batch-sizes {shown(text)}: {shown(p)} is not a batch size; expected comma-separated "
+                            f"integers in 1..{MAX_BATCH}, e.g. 1,16,256")
+    values = sorted({int(p) for p in parts})
+    if len(values) > MAX_PLAN_BATCHES:
+        raise PlanError(f"--batch-sizes {shown(text)} lists {len(values)} sizes; the limit is {MAX_PLAN_BATCHES}")
+    return tuple(values)
 # The engine keeps 10% of a GPU free by default (gpu_memory_utilization 0.9): weights must fit
 # in the other 90%, and what remains of that 90% holds the KV cache and activations.
 MEMORY_UTILIZATION = 0.9
@@ -311,19 +331,17 @@ class PlanRequest:
     node_link_gbps: float = DEFAULT_NODE_LINK_GBPS
 
     def __post_init__(self):
-        if isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus < 1:
-            raise PlanError(f"--gpus {self.gpus!r} is invalid; expected an integer >= 1")
-        gpn = self.gpus_per_node
-        if gpn is not None and (isinstance(gpn, bool) or not isinstance(gpn, int) or gpn < 1):
-            raise PlanError(f"--gpus-per-node {gpn!r} is invalid; expected an integer >= 1")
-        if not self.batch_sizes or any(isinstance(M, bool) or not isinstance(M, int) or M < 1
-                                       for M in self.batch_sizes):
-            raise PlanError(f"--batch-sizes {list(self.batch_sizes)!r} is invalid; expected integers >= 1, "
-                            f"e.g. 1,16,256")
+        # bounded before anything loops over the divisors of --gpus or over the batch sizes
+        check_int("--gpus", self.gpus, 1, MAX_WORLD, PlanError)
+        if self.gpus_per_node is not None:
+            check_int("--gpus-per-node", self.gpus_per_node, 1, MAX_WORLD, PlanError)
+        if not isinstance(self.batch_sizes, (tuple, list)) or not 1 <= len(self.batch_sizes) <= MAX_PLAN_BATCHES:
+            raise PlanError(f"--batch-sizes {shown(self.batch_sizes)} is invalid; expected 1..{MAX_PLAN_BATCHES} "
+                            f"batch sizes, e.g. 1,16,256")
+        for M in self.batch_sizes:
+            check_int("--batch-sizes entry", M, 1, MAX_BATCH, PlanError)
         for name in ("link_gbps", "node_link_gbps"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise PlanError(f"--{name.replace('_', '-')} {v!r} is invalid; expected a number > 0 (Gbit/s)")
+            check_float(f"--{name.replace('_', '-')}", getattr(self, name), 0, MAX_LINK_GBPS, PlanError)
 
     @property
     def per_node(self) -> int:

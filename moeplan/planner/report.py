@@ -1,6 +1,6 @@
 """`moeplan report`: tuning tables as pictures, one PNG per table plus a markdown index.
 
-Reads the CSV a tuning run writes beside each table (see `moeplan.planner.parse_tuning_csv`:
+Reads the CSV a tuning run writes beside each table (see `moeplan.tables.measurements.read_tuning_csv`:
 winner and default-heuristic times and the roofline floor per batch size M) and draws, per
 table, the time per batch size (tuned winner, the engine's default heuristic, the floor, and
 another folder's winner with `--vs`) on log-log axes, and the roofline fraction (floor / time)
@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Optional
 
 from moeplan.base.errors import MoeplanError
-from moeplan.tables.measurements import CsvPoint, parse_tuning_csv
+from moeplan.base.safeio import printable, shown
+from moeplan.tables.measurements import CsvPoint, read_tuning_csv
 
 FIG_INCHES = (8.0, 7.0)
 DPI = 100  # so every PNG is 800 x 700 pixels
@@ -48,19 +49,17 @@ class TableRun:
 
 
 def _read(csv_path: Path) -> Optional[dict[int, CsvPoint]]:
-    try:
-        return parse_tuning_csv(csv_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, MoeplanError):
-        return None
+    """None when there is no CSV; PlanError (one line naming the file and line) when it is bad."""
+    return read_tuning_csv(csv_path)
 
 
 def find_runs(folder: Path, vs: Optional[Path] = None) -> tuple[list[TableRun], list[str]]:
     """Tables in `folder` with a readable CSV beside them; and the names of those without."""
     if not folder.is_dir():
-        raise ChartError(f"report folder '{folder}' does not exist or is not a folder; give a folder of tuning "
+        raise ChartError(f"report folder {shown(str(folder))} does not exist or is not a folder; give a folder of tuning "
                          f"tables (*.json with their *.csv), e.g. tuned")
     if vs is not None and not vs.is_dir():
-        raise ChartError(f"--vs '{vs}' does not exist or is not a folder; give another folder of tuning tables")
+        raise ChartError(f"--vs {shown(str(vs))} does not exist or is not a folder; give another folder of tuning tables")
     runs, skipped = [], []
     for table in sorted(folder.glob("E=*.json")):
         points = _read(table.with_suffix(".csv"))
@@ -70,8 +69,9 @@ def find_runs(folder: Path, vs: Optional[Path] = None) -> tuple[list[TableRun], 
         other = _read((vs / table.name).with_suffix(".csv")) if vs is not None else None
         runs.append(TableRun(table.name, points, other))
     if not runs:
-        raise ChartError(f"no tuning table with its CSV in '{folder}' (looked for E=*.json with a .csv beside it"
-                         f"{'; without CSV: ' + ', '.join(skipped) if skipped else ''})")
+        without = printable(", ".join(skipped))
+        raise ChartError(f"no tuning table with its CSV in {shown(str(folder))} (looked for E=*.json with a .csv "
+                         f"beside it{'; without CSV: ' + without[:300] if skipped else ''})")
     return runs, skipped
 
 
@@ -154,14 +154,47 @@ def index_markdown(runs: list[TableRun], pngs: list[str], skipped: list[str], fo
 
 
 def write_report(folder: Path, out: Path, vs: Optional[Path] = None) -> Path:
-    """Write one PNG per table and `index.md` into `out`; returns the index's path."""
+    """Write one PNG per table and `index.md` into `out`; returns the index's path.
+
+    Every input is read and checked first; `out` is created only then, and a failure while
+    drawing removes what this call made (its new pictures and index, its new folders)."""
+    from moeplan.base.ledger import Ledger
+    from moeplan.base.safeio import check_path
+
+    for option, p in (("report FOLDER", folder), ("--vs", vs), ("--out", out)):
+        if p is not None:
+            check_path(option, str(p), "a folder", ChartError)
+    if out.exists() and not out.is_dir():
+        raise ChartError(f"--out {shown(str(out))} is a file, not a folder; pass a folder for the pictures "
+                         "(it is created if missing)")
     runs, skipped = find_runs(folder, vs)
-    out.mkdir(parents=True, exist_ok=True)
-    pngs = []
-    for run in runs:
-        png = run.name.removesuffix(".json").replace("[", "").replace("]", "").replace(",", "_") + ".png"
-        draw(run, out / png, vs.name if vs else "other")
-        pngs.append(png)
-    index = out / "index.md"
-    index.write_text(index_markdown(runs, pngs, skipped, folder, vs), encoding="utf-8")
+    made = Ledger()
+    try:
+        made.make_out(out, "--out", ChartError)
+        pngs = []
+        for run in runs:
+            png = run.name.removesuffix(".json").replace("[", "").replace("]", "").replace(",", "_") + ".png"
+            draw(run, made.new_file(out / png), vs.name if vs else "other")
+            pngs.append(png)
+        index = made.new_file(out / "index.md")
+        index.write_text(index_markdown(runs, pngs, skipped, folder, vs), encoding="utf-8")
+    except OSError as e:
+        made.undo()
+        raise ChartError(f"--out {shown(str(out))}: cannot write the report ({e.strerror or e})") from None
+    except BaseException:
+        made.undo()
+        raise
     return index
+
+
+def make_report(folder: str, out: Optional[str] = None, vs: Optional[str] = None) -> Path:
+    """`moeplan report` as one call, from option strings: checks them (the input layer's path
+    rules), then `write_report` into `out` (default `./<FOLDER's name>-report`)."""
+    from moeplan.base.safeio import check_path
+
+    check_path("report FOLDER", folder, "a folder of tuning tables", ChartError)
+    for option, p in (("--vs", vs), ("--out", out)):
+        if p is not None:
+            check_path(option, p, "a folder", ChartError)
+    src = Path(folder)
+    return write_report(src, Path(out) if out else Path(f"{src.resolve().name}-report"), Path(vs) if vs else None)

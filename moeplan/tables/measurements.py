@@ -2,7 +2,11 @@
 `verify --stale` read it): per batch size, the winner's and the default heuristic's time in the
 `confirm` phase, and the roofline floor.
 
-Columns read: batch_size, phase, median_us, is_winner, is_default, floor_us. Pure: parses text.
+Columns read: batch_size, phase, median_us, is_winner, is_default, floor_us (and engine_profile
+for staleness). `parse_tuning_csv` parses text; `read_tuning_csv` reads the file through the input
+layer (`moeplan.base.safeio`): a regular file of at most 64 MiB, UTF-8, every field at most 4096
+characters, batch sizes 1..1048576, times 0..1e12 µs; anything else is one PlanError naming the
+file and line.
 """
 
 from __future__ import annotations
@@ -10,10 +14,13 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from dataclasses import dataclass
 from typing import Optional
 
+from moeplan.base import safeio
 from moeplan.base.errors import PlanError
+from moeplan.base.safeio import MAX_BATCH, MAX_CSV_BYTES, MAX_CSV_FIELD, printable, shown
 
 
 @dataclass(frozen=True)
@@ -25,38 +32,85 @@ class CsvPoint:
     floor_us: Optional[float]
 
 
-def _flag(v: str) -> bool:
+MAX_US = 1e12  # a time in µs (11 days): anything larger is a corrupt file, and would overflow the ratios
+_INT_RE = re.compile(r"[0-9]{1,8}")  # ASCII digits only: str.isdigit() also takes '²'
+
+
+def _flag(v: Optional[str]) -> bool:
     return str(v).strip().lower() in ("true", "1")
 
 
-def _num(v: str) -> Optional[float]:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
+def _fail(source: str, line: int, what: str) -> PlanError:
+    return PlanError(f"measurements CSV {source} line {line}: {what}")
+
+
+def _num(v: Optional[str], column: str, source: str, line: int) -> Optional[float]:
+    """A time or floor in µs: empty (or nan: a failed point) is none, else a number in 0..MAX_US
+    (0 counts as none)."""
+    text = (v or "").strip()
+    if not text or text.lower() == "nan":
         return None
-    return x if math.isfinite(x) and x > 0 else None
+    try:
+        x = float(text)
+    except ValueError:
+        x = None
+    if x is None or not math.isfinite(x) or not 0 <= x <= MAX_US:
+        raise _fail(source, line, f"{column} {shown(text)} is not a time; valid: a number of µs in 0..{MAX_US:g}")
+    return x if x > 0 else None
 
 
-def parse_tuning_csv(text: str) -> dict[int, CsvPoint]:
+def _header(text: str, source: str) -> list[str]:
+    """The column names (line 1), each at most MAX_CSV_FIELD characters."""
+    try:
+        fields = next(csv.reader(io.StringIO(text, newline="")), None) if text else None
+    except csv.Error as e:
+        raise _fail(source, 1, f"not valid CSV ({printable(e)})") from None
+    long = next((f for f in fields or [] if len(f) > MAX_CSV_FIELD), None)
+    if long is not None:
+        raise _fail(source, 1, f"a column name of {len(long):,} characters; the limit is {MAX_CSV_FIELD:,}")
+    return fields or []
+
+
+def _rows(text: str, source: str):
+    """(line number, row dict) of a CSV, every field at most MAX_CSV_FIELD characters."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        fields = reader.fieldnames
+        for row in reader:
+            long = next((v for v in row.values() if isinstance(v, str) and len(v) > MAX_CSV_FIELD), None)
+            if long is not None or None in row:
+                what = (f"a field of {len(long):,} characters; the limit is {MAX_CSV_FIELD:,}" if long is not None
+                        else f"more fields than the {len(fields or [])} columns")
+                raise _fail(source, reader.line_num, what)
+            yield reader.line_num, row
+    except csv.Error as e:
+        raise _fail(source, reader.line_num, f"not valid CSV ({printable(e)})") from None
+
+
+def parse_tuning_csv(text: str, source: str = "<csv>") -> dict[int, CsvPoint]:
     """Per batch size: the winner's and the default's median time (the `confirm` phase, which
-    re-measures the finalists, over `screen`), and `floor_us`. Rows without a time are skipped."""
+    re-measures the finalists, over `screen`), and `floor_us`. Rows without a time are skipped;
+    a batch size outside 1..MAX_BATCH or a time that is not a bounded number is a PlanError
+    naming `source` and the line."""
     rank = {"confirm": 2, "screen": 1}
     best: dict[tuple[int, str], tuple[int, float]] = {}
     floors: dict[int, float] = {}
-    reader = csv.DictReader(io.StringIO(text))
     need = {"batch_size", "phase", "median_us", "is_winner"}
-    if reader.fieldnames is None or not need <= set(reader.fieldnames):
-        raise PlanError(f"tuning CSV lacks the columns {', '.join(sorted(need))} (has: "
-                        f"{', '.join(reader.fieldnames or [])})")
-    for row in reader:
-        try:
-            M = int(row["batch_size"])
-        except (TypeError, ValueError):
-            continue
-        f = _num(row.get("floor_us", ""))
+    fieldnames = _header(text, source)
+    if not need <= set(fieldnames):
+        has = printable(", ".join(fieldnames or []))
+        raise PlanError(f"measurements CSV {source} lacks the columns {', '.join(sorted(need))} (has: "
+                        f"{has[:200] + '...' if len(has) > 200 else has})")
+    for line, row in _rows(text, source):
+        m_text = (row.get("batch_size") or "").strip()
+        if not _INT_RE.fullmatch(m_text) or not 1 <= int(m_text) <= MAX_BATCH:
+            raise _fail(source, line, f"batch_size {shown(m_text)} is not a batch size; valid: an integer in "
+                                      f"1..{MAX_BATCH}")
+        M = int(m_text)
+        f = _num(row.get("floor_us"), "floor_us", source, line)
         if f is not None:
             floors[M] = f
-        us, r = _num(row["median_us"]), rank.get(row["phase"], 0)
+        us, r = _num(row.get("median_us"), "median_us", source, line), rank.get(row.get("phase") or "", 0)
         if us is None or r == 0:
             continue
         for kind, col in (("winner", "is_winner"), ("default", "is_default")):
@@ -65,3 +119,28 @@ def parse_tuning_csv(text: str) -> dict[int, CsvPoint]:
     Ms = sorted({M for M, _ in best} | set(floors))
     return {M: CsvPoint(best.get((M, "winner"), (0, None))[1], best.get((M, "default"), (0, None))[1],
                         floors.get(M)) for M in Ms}
+
+
+def read_tuning_csv(path) -> Optional[dict[int, CsvPoint]]:
+    """The measurements CSV at `path` through the input layer (a regular file of at most
+    MAX_CSV_BYTES, UTF-8, fields capped, numbers bounded); None when there is no such file
+    (nothing measured). PlanError (one line naming the file and line) otherwise."""
+    import os
+
+    p = os.fspath(path)
+    if not os.path.lexists(p):
+        return None
+    text = safeio.read_text(p, "measurements CSV", MAX_CSV_BYTES, PlanError)
+    return parse_tuning_csv(text, shown(p))
+
+
+def engine_profiles(path) -> Optional[set[str]]:
+    """The engine profiles named in the `engine_profile` column of the measurements CSV at
+    `path` (read as `read_tuning_csv` reads it); None when it has no such column."""
+    import os
+
+    p = os.fspath(path)
+    text = safeio.read_text(p, "measurements CSV", MAX_CSV_BYTES, PlanError)
+    if "engine_profile" not in _header(text, shown(p)):
+        return None
+    return {row["engine_profile"] for _, row in _rows(text, shown(p)) if row.get("engine_profile")}

@@ -18,7 +18,6 @@ never imported here), the engine profile from `moeplan.engine` (pure).
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,14 +55,12 @@ def csv_beside(table_path: str | os.PathLike) -> Path:
 
 
 def recorded_profiles(csv_path: Path) -> Optional[set[str]]:
-    """The engine profiles named in a measurements CSV; None when it has no such column."""
-    with open(csv_path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, [])
-        if PROFILE_COLUMN not in header:
-            return None
-        col = header.index(PROFILE_COLUMN)
-        return {row[col] for row in reader if len(row) > col and row[col]}
+    """The engine profiles named in a measurements CSV (read through the input layer: PlanError,
+    one line naming the file and line, when it is not a regular, bounded CSV); None when it has no
+    such column."""
+    from moeplan.tables.measurements import engine_profiles
+
+    return engine_profiles(csv_path)
 
 
 def stale_reasons(table_path: str | os.PathLike, inst: Installation) -> list[str]:
@@ -89,13 +86,10 @@ def stale_reasons(table_path: str | os.PathLike, inst: Installation) -> list[str
         reasons.append(f"tuned with Triton {version}, installed {inst.triton_version}" if version
                        else f"records no triton_version (installed {inst.triton_version})")
     csv_path = csv_beside(table_path)
-    if not csv_path.is_file():
+    if not os.path.lexists(csv_path):
         reasons.append(f"no measurements CSV ({csv_path.name}) beside it")
         return reasons
-    try:
-        profiles = recorded_profiles(csv_path)
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        return reasons + [f"measurements CSV unreadable ({e})"]
+    profiles = recorded_profiles(csv_path)  # a folder, FIFO or corrupt CSV there is an error, not a reason
     if profiles is None:
         reasons.append(f"engine profile unknown (the CSV has no {PROFILE_COLUMN} column), current {inst.engine_profile}")
     elif profiles != {inst.engine_profile}:

@@ -22,7 +22,7 @@ from moeplan.engines.knobs import KernelConfig
 from moeplan.engines.limits import entry_problems
 from moeplan.engines.vllm import nearest_batch_key
 
-MAX_TABLE_BYTES = 1 << 20  # an 18-entry table is about 4 KB
+MAX_TABLE_BYTES = safeio.MAX_JSON_BYTES  # 4 MiB, as every JSON input (an 18-entry table is about 4 KB)
 
 
 @dataclass

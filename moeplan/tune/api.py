@@ -4,18 +4,19 @@
 it takes each table's lock (a table another live process is tuning is refused, or skipped
 with `skip_busy`), applies the existing-table rules, plans every job (routing pools,
 pruning), then hands the jobs to `run_jobs` (the CLI's progress display, or
-`run_quietly`) with the backend's pools plugged in. Locks are released at the end.
+`run_quietly`) with the backend's pools plugged in. Locks are released at the end; a failed
+run first removes what it created for the tables it holds (`moeplan.base.ledger`).
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from moeplan.layout.resolve import Resolution, TableSpec
 from moeplan.tune.backends import Backend, LocalBackend
+from moeplan.base.ledger import Ledger
 from moeplan.tune.lock import TableBusy, TableLock
 
 
@@ -39,28 +40,35 @@ def run_quietly(jobs) -> int:
 
 def tune_tables(requests: Sequence[TableRequest], opts, backend: Optional[Backend] = None,
                 run_jobs: Callable[[list], int] = run_quietly, skip_busy: bool = False,
-                log: Callable[[str], None] = lambda s: None) -> int:
+                log: Callable[[str], None] = lambda s: None, ledger: Optional[Ledger] = None) -> int:
     """Tune every requested table into `opts.out_dir`; the exit code of `run_jobs` (0 when
     nothing was left to run). TableBusy (one line, exit 2) for a locked table unless
-    `skip_busy`, which skips it with a log line."""
+    `skip_busy`, which skips it with a log line.
+
+    On a failure (not Ctrl-C, whose checkpoints are kept to resume) every table whose lock this
+    run holds loses what this run created for it (its checkpoint folder, its lock file), while
+    the lock is still held; tables already written are kept. A table locked by another process
+    is never touched. `ledger` records the folders made for `--out` (made again here if they
+    vanished)."""
     from moeplan.tune.job import TableJob
 
     backend = backend or LocalBackend()
-    with ExitStack() as stack:
-        jobs = []
+    ledger = ledger if ledger is not None else Ledger()
+    held: list = []  # (lock, job) of the tables this run holds
+    try:
         for r in requests:
             lock = TableLock(opts.out_dir, r.spec.file_name)
             try:
-                lock.acquire()
+                lock.acquire(make_folder=lambda: ledger.make_dirs(opts.out_dir))
             except TableBusy as e:
                 if not skip_busy:
                     raise
                 log(f"skipped: {e}")
                 continue
-            stack.callback(lock.release)
             job = TableJob(r.spec, r.resolution, opts)
             job.pool_factory = backend.pool
-            jobs.append(job)
+            held.append((lock, job))
+        jobs = [j for _, j in held]
         for j in jobs:  # refuse before measuring anything
             j.check_existing()
         for j in jobs:
@@ -69,6 +77,18 @@ def tune_tables(requests: Sequence[TableRequest], opts, backend: Optional[Backen
             return run_jobs(jobs) if jobs else 0
         finally:
             backend.close()
+    except KeyboardInterrupt:
+        raise  # the checkpoints are the point of an interrupted run: kept for the resume
+    except BaseException:
+        for lock, job in held:
+            done = bool(job.ckpt.meta().get("done"))  # its table is written: the run's output, kept
+            if not done:
+                job.ckpt.discard_made()
+            lock.release(remove=not done)
+        raise
+    finally:
+        for lock, _ in held:
+            lock.release()  # a no-op for those released above
 
 
 def time_configs(request: TableRequest, configs_by_M: dict, *, gpu, interpret: bool, device_name: str,

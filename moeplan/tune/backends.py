@@ -44,15 +44,23 @@ class LocalBackend:
         pass
 
 
-def make_backend(ray_address: Optional[str]) -> Backend:
-    """`--ray ADDRESS|local` -> a Ray backend (TuneError naming the extra when Ray is missing);
-    None -> the local process pool."""
+def check_backend(ray_address: Optional[str]) -> None:
+    """The `--ray` option on its own (no connection): TuneError when empty or Ray is missing."""
     if ray_address is None:
-        return LocalBackend()
-    if not ray_address.strip():
-        raise TuneError("--ray '' is empty; pass a Ray address (host:port, ray://host:port) or 'local'")
+        return
+    from moeplan.base.safeio import check_text
+
+    check_text("--ray", ray_address, "a Ray address (host:port, ray://host:port) or 'local'", 300, TuneError)
     if importlib.util.find_spec("ray") is None:
         raise TuneError(f"--ray needs Ray, which is not installed; install the cluster extra: {CLUSTER_EXTRA}")
+
+
+def make_backend(ray_address: Optional[str]) -> Backend:
+    """`--ray ADDRESS|local` -> a Ray backend (TuneError naming the extra when Ray is missing, or
+    when the cluster has no GPU); None -> the local process pool."""
+    check_backend(ray_address)
+    if ray_address is None:
+        return LocalBackend()
     from moeplan.tune.ray_backend import RayBackend
 
     return RayBackend(ray_address)

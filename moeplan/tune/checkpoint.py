@@ -122,6 +122,7 @@ class Checkpoint:
         self.records_path = self.folder / "records.jsonl"
         self.routing_path = self.folder / "routing.pt"
         self._fh = None
+        self.made: list[Path] = []  # the folders this process created for it (moeplan.base.ledger), outermost first
 
     @classmethod
     def for_job(cls, out_dir: Path, table_file: str, identity: dict) -> "Checkpoint":
@@ -137,7 +138,9 @@ class Checkpoint:
             shutil.rmtree(self.folder)
 
     def start(self, identity: dict) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        from moeplan.base.ledger import make_dirs
+
+        self.made += make_dirs(self.folder)
         if not self.meta_path.is_file():
             atomic_write_text(self.meta_path, json.dumps({"identity": identity}, indent=2, sort_keys=True) + "\n")
 
@@ -189,6 +192,17 @@ class Checkpoint:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+    def discard_made(self) -> None:
+        """A failed run's clean-up (its table's lock held): remove the checkpoint folder if this
+        process created it, and the shared folders it created above it if they are empty."""
+        from moeplan.base.ledger import remove_empty
+
+        self.close()
+        if self.folder in self.made:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        remove_empty([d for d in self.made if d != self.folder])
+        self.made = []
 
 
 def config_key(cfg: KernelConfig) -> list[int]:

@@ -87,8 +87,14 @@ class RayBackend:
     def __init__(self, address: str):
         self.address = address
         self.owned = False
-        if ray.is_initialized():  # a caller (or a test) already connected this process
-            return
+        if not ray.is_initialized():  # else a caller (or a test) already connected this process
+            self._connect(address)
+        if int(ray.cluster_resources().get("GPU", 0)) < 1:  # before anything is printed or created
+            self.close()
+            raise TuneError(f"--ray {address!r}: the Ray cluster has no GPU resources; run on a machine with GPUs "
+                            "or start the cluster's nodes with them (ray start --num-gpus N)")
+
+    def _connect(self, address: str) -> None:
         if address != "local":
             why = _reachable(address)
             if why:

@@ -4,7 +4,8 @@ tables on disk, for the CLI and for Python callers alike.
 The order is the contract: (1) every option on its own, (2) the model, layout and quantization
 and the routing file against them, (3) the GPUs and the device name the tables get, then (4)
 side effects: folders, locks, measurements, tables. Nothing is created before (4), and a failure
-in (4) removes the folders this run created (an interrupted run keeps its checkpoint to resume).
+in (4) removes what this run created, recorded as it creates it (`moeplan.base.ledger`), never
+another run's work (an interrupted run keeps its checkpoint to resume).
 
 Importing this module is cheap (no torch/triton): they load when `tune` runs.
 """
@@ -19,11 +20,9 @@ from typing import Callable, Optional, Sequence, Union
 
 from moeplan.base.errors import TuneError
 from moeplan.base.paths import DEFAULT_OUT
-from moeplan.base.safeio import check_device_name, check_path, shown
+from moeplan.base.safeio import MAX_BATCH_SIZES, MAX_TUNE_BATCH, check_device_name, check_path, shown
 from moeplan.engines.vllm import ENGINE_BATCH_SIZES
 
-MAX_BATCH_SIZES = 64  # batch sizes per run (the engine tunes 18)
-MAX_TUNE_BATCH = 65536  # routing pools are drawn per batch size: (M, E) logits per draw
 MAX_SPACE = 100_000  # configs in a search space (the engine's has 1,920)
 MAX_GPU_INDEX = 1023
 MAX_SEED = 2**32 - 1
@@ -141,36 +140,6 @@ def _check_job_paths(job) -> None:
                             f"{kind} there: move it away or pass another --out")
 
 
-def _missing_folders(path: Path) -> list[Path]:
-    """The folders that creating `path` would create, outermost first."""
-    out = []
-    while not path.exists() and path != path.parent:
-        out.append(path)
-        path = path.parent
-    return out[::-1]
-
-
-def _clean_up(created: list[Path], jobs, existed: set) -> None:
-    """Remove what a failed run created: its new checkpoint folders, then its new folders if empty."""
-    import shutil
-
-    for j in jobs:
-        j.ckpt.close()
-        if j.ckpt.folder not in existed and j.ckpt.folder.is_dir():
-            shutil.rmtree(j.ckpt.folder, ignore_errors=True)
-    from moeplan.tune.lock import lock_path
-    for j in jobs:  # released locks stay as empty files: remove the ones this run made
-        lock = Path(lock_path(j.opts.out_dir, j.spec.file_name))
-        if lock not in existed:
-            lock.unlink(missing_ok=True)
-    roots = sorted({j.ckpt.folder.parent for j in jobs} - existed)
-    for d in roots + list(reversed(created)):
-        try:
-            d.rmdir()  # only when empty: never anything a user put there
-        except OSError:
-            pass
-
-
 @dataclass(frozen=True)
 class TuneRequest:
     """One `moeplan tune` run: option values as a user gives them (strings where the CLI takes
@@ -280,8 +249,8 @@ def tune(req: TuneRequest, run_jobs: Callable[[list], int] = _quiet, say: Callab
     configs = load_space(req.search_space) if req.search_space is not None else engine_space(profile)
     space_source = req.search_space if req.search_space is not None else \
         f"engine profile {profile.name} ({len(configs)} configs)"
-    from moeplan.tune.backends import make_backend
-    backend = make_backend(req.ray)
+    from moeplan.tune.backends import check_backend, make_backend
+    check_backend(req.ray)  # connecting (and starting `--ray local`) waits until everything is checked
 
     # 2. The model, layout and quantization, and the routing file's contents against them.
     from moeplan.kernels.quantize import TUNABLE_SCHEMES
@@ -314,36 +283,40 @@ def tune(req: TuneRequest, run_jobs: Callable[[list], int] = _quiet, say: Callab
                        timer=os.environ.get("MOEPLAN_TUNE_TIMER") or None, engine=profile.name)
     from moeplan.tune.api import TableRequest, tune_tables
     from moeplan.tune.job import TableJob
-    targets = [TableRequest(spec, res) for spec in res.tables()] if fleet is None \
-        else [TableRequest(spec, res) for spec, res in fleet.requests(dev, req.interpret, say)]
-    if not targets:
-        return 0
-    jobs = [TableJob(t.spec, t.resolution, opts) for t in targets]  # nothing is created by a TableJob
-    for j in jobs:  # refuse before creating or measuring anything
-        _check_job_paths(j)
-        if fleet is None:
-            j.check_existing()
-
-    # 4. Side effects. A failure from here on removes the folders this run created.
-    created = _missing_folders(out_path)
-    from moeplan.tune.lock import lock_path
-    existed = {p for j in jobs for p in (j.ckpt.folder, j.ckpt.folder.parent,
-                                          Path(lock_path(out_path, j.spec.file_name))) if p.exists()}
+    backend = make_backend(req.ray)  # a cluster without GPUs is refused here, before any output
     try:
-        try:
-            out_path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise TuneError(f"--out {shown(req.out)}: cannot create the folder ({e.strerror or e})") from None
+        targets = [TableRequest(spec, res) for spec in res.tables()] if fleet is None \
+            else [TableRequest(spec, res) for spec, res in fleet.requests(dev, req.interpret, say)]
+        jobs = [TableJob(t.spec, t.resolution, opts) for t in targets]  # nothing is created by a TableJob
+        for j in jobs:  # refuse before creating or measuring anything
+            _check_job_paths(j)
+            if fleet is None:
+                j.check_existing()
+    except BaseException:
+        backend.close()
+        raise
+    if not targets:
+        backend.close()
+        return 0
+
+    # 4. Side effects. A failure from here on removes what this run created, and only that: the
+    # folders its own mkdir made (`Ledger`), and per table whose lock it holds, its checkpoint
+    # folder and lock file (`tune_tables`). A run that loses a table's lock touches nothing of it.
+    from moeplan.base.ledger import Ledger
+    ledger = Ledger()
+    try:
+        ledger.make_out(req.out, "--out", TuneError)
 
         def run_locked(jobs) -> int:  # once the tables are locked and planned: what is measured, and why
             say(f"engine profile: {profile.name} ({choice.reason})")
             return run_jobs(jobs)
 
-        return tune_tables(targets, opts, backend, run_locked, skip_busy=matrix is not None, log=say)
+        return tune_tables(targets, opts, backend, run_locked, skip_busy=matrix is not None, log=say, ledger=ledger)
     except KeyboardInterrupt:
         raise  # the checkpoint is the point of an interrupted run: kept for the resume
     except BaseException:
-        _clean_up(created, jobs, existed)
+        backend.close()
+        ledger.undo()  # the folders this run made, each only if empty
         raise
 
 
