@@ -28,6 +28,7 @@ def resolve(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Show the table entry (or default config) a batch of M tokens would use."),
     engine: EngineOpt = None,
     engine_configs: Optional[str] = typer.Option(None, "--engine-configs", help="The engine's folder of shipped tuning tables (default: found from the installed vllm's package files, never by importing it)."),
+    wide: bool = typer.Option(False, "--wide", help="Every column in full boxes, whatever the terminal's width."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ):
     """What every device of a TP/DP/EP layout gets: ranks, experts, N, quant config and tuning file."""
@@ -46,7 +47,7 @@ def resolve(
     if as_json:
         typer.echo(json.dumps(data, indent=2))
     else:
-        print_resolution(data)
+        print_resolution(data, wide)
 
 
 def models(as_json: bool = typer.Option(False, "--json", help="Print the presets as a JSON list.")):

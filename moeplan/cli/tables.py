@@ -16,15 +16,14 @@ from moeplan.base.errors import MoeplanError
 from moeplan.cli.options import BlockOpt, DpOpt, DtypeOpt, EpOpt, PerChannelOpt, PerTokenOpt, PlacementOpt, TpOpt
 
 
-def show(path: str = typer.Argument(..., help="A tuning-table JSON file.")):
+def show(path: str = typer.Argument(..., help="A tuning-table JSON file."),
+         wide: bool = typer.Option(False, "--wide", help="Full knob names in full boxes, whatever the width.")):
     """Print a tuning table as a rich table."""
-    from rich.console import Console
-    from rich.table import Table
 
     from moeplan.base.errors import TableError
     from moeplan.engines.knobs import KNOBS
     from moeplan.engines.vllm import parse_tuning_file_name
-    from moeplan.cli.render import user_text
+    from moeplan.cli.render import console, fit_table, table_width, user_text
     from moeplan.base.safeio import check_path, shown
     from moeplan.tables.table import parse_table, read_table_text
     from moeplan.tables.verify import verify_table_text
@@ -43,21 +42,28 @@ def show(path: str = typer.Argument(..., help="A tuning-table JSON file.")):
     table = parse_table(text, shown(path))
     try:
         info = parse_tuning_file_name(p.name)
-        title = (f"{user_text(p.name)}\nE={info['E']} N={info['N']} device={info['device']} "
+        title = (f"E={info['E']} N={info['N']} device={info['device']} "
                  f"dtype={info['dtype'] or '-'} block_shape={info['block_shape'] or '-'} "
                  f"triton={user_text(table.triton_version or '-')}")
     except TableError:
-        title = f"{user_text(p.name)} (not an engine file name) triton={user_text(table.triton_version or '-')}"
-    t = Table(title=title, title_justify="left")
-    t.add_column("batch", justify="right")
-    for k in KNOBS:
-        t.add_column(k, justify="right")
-    for m, cfg in sorted(table.entries.items()):
-        t.add_row(str(m), *(str(v) for v in cfg.to_dict().values()))
-    con = Console()
-    if not con.is_terminal:
-        con = Console(width=160)  # keep the knob names whole in pipes and logs
+        title = f"(not an engine file name) triton={user_text(table.triton_version or '-')}"
+    rows = [[str(m), *(str(v) for v in cfg.to_dict().values())] for m, cfg in sorted(table.entries.items())]
+    con = console(wide)
+    con.print(user_text(p.name), soft_wrap=True)
+    con.print(title)
+    for headers in (KNOBS, tuple(SHORT_KNOBS[k] for k in KNOBS)):
+        cols = [{"header": "batch", "justify": "right"}, *({"header": h, "justify": "right"} for h in headers)]
+        t, _ = fit_table(con, None, cols, rows, wide)
+        if wide or table_width(con, t) <= con.width:
+            break
     con.print(t)
+    if headers is not KNOBS:
+        con.print("  " + ", ".join(f"{SHORT_KNOBS[k]} = {k}" for k in KNOBS), soft_wrap=True)
+
+
+#: Knob names short enough for an 80-column `show` (a legend under the table spells them out).
+SHORT_KNOBS = {"BLOCK_SIZE_M": "BM", "BLOCK_SIZE_N": "BN", "BLOCK_SIZE_K": "BK", "GROUP_SIZE_M": "GM",
+               "num_warps": "warps", "num_stages": "stages"}
 
 
 def verify(

@@ -217,7 +217,23 @@ def load_matrix(path: str) -> Matrix:
         text = p.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise MatrixError(f"cannot read matrix file {path!r}: {getattr(e, 'strerror', None) or e}") from None
-    return parse_matrix(text, path, "json" if p.suffix.lower() == ".json" else "toml")
+    return models_beside(parse_matrix(text, path, "json" if p.suffix.lower() == ".json" else "toml"), p.parent)
+
+
+def models_beside(matrix: Matrix, folder: Path) -> Matrix:
+    """A relative model path in a matrix file is relative to the file's folder (not to the current
+    one): an entry naming an existing file or folder there is rewritten to that path; presets and
+    repo ids stay as written."""
+    import dataclasses
+    import os
+
+    def beside(m: str) -> str:
+        if os.path.isabs(m) or m.startswith("~"):
+            return m
+        cand = folder / m
+        return str(cand) if cand.exists() and str(folder) not in ("", ".") else m
+
+    return dataclasses.replace(matrix, models=tuple(dict.fromkeys(beside(m) for m in matrix.models)))
 
 
 # ---- expansion ---------------------------------------------------------------------------------

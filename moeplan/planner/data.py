@@ -58,8 +58,9 @@ def plan_model(model: str, req, device_name: Optional[str] = None, gpu_mem: Opti
     from moeplan.model.load import load_model
     from moeplan.planner.hardware import card_for
     from moeplan.planner.plan import TuningData, make_plan
-    from moeplan.tables.lookup import default_tuned_dirs
+    from moeplan.tables.lookup import check_tuned_dirs, default_tuned_dirs
 
+    check_tuned_dirs(tuned_dirs)
     spec = load_model(model)
     card, why = card_for(device_name, gpu_mem)
     choice = choose_profile(engine)

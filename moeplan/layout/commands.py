@@ -1,0 +1,78 @@
+"""The command lines a resolved layout implies: the `moeplan tune ...` that makes its tables and the
+engine's flags for the layout (`vllm serve ... --tensor-parallel-size ...`).
+
+Pure: builds strings, no I/O.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Optional
+
+from moeplan.layout.resolve import Resolution
+
+
+def model_ref(res: Resolution) -> str:
+    """How a command names the model: the preset alias, else the config.json it was read from."""
+    from moeplan.base.errors import ModelError
+    from moeplan.model.spec import find_preset
+
+    try:
+        find_preset(res.model.alias)
+        return res.model.alias
+    except ModelError:
+        return res.model.source or res.model.name
+
+
+def layout_options(res: Resolution) -> list[str]:
+    """moeplan's layout and quantization options that give `res` again."""
+    lay = res.layout
+    out = ["--tp", str(lay.tp)]
+    if lay.dp != 1:
+        out += ["--dp", str(lay.dp)]
+    if lay.use_ep:
+        out.append("--ep")
+        if lay.placement != "linear":
+            out += ["--placement", lay.placement]
+    q = res.model.quantization
+    if q is not None and (q.scheme, tuple(q.block_shape or ()), bool(q.per_token), bool(q.per_channel)) == \
+            (res.scheme, tuple(res.block_shape or ()), bool(res.per_token), bool(res.per_channel)):
+        return out  # the checkpoint's own scheme: --dtype auto, the default
+    if q is None and res.scheme == "bf16":
+        return out
+    out += ["--dtype", res.scheme]
+    if res.block_shape:
+        out += ["--block-shape", ",".join(map(str, res.block_shape))]
+    if res.per_token:
+        out.append("--per-token")
+    if res.per_channel:
+        out.append("--per-channel")
+    return out
+
+
+def tune_command(res: Resolution, engine_profile: Optional[str] = None, out: Optional[str] = None) -> str:
+    """The `moeplan tune` invocation that makes the tables of `res` on its device."""
+    args = ["moeplan", "tune", model_ref(res), *layout_options(res)]
+    if res.device_name:
+        args += ["--device-name", res.device_name]
+    if engine_profile:
+        args += ["--engine", engine_profile]
+    if out:
+        args += ["--out", out]
+    return shlex.join(args)
+
+
+def serve_flags(res: Resolution) -> list[str]:
+    """The engine's parallelism flags for the layout."""
+    lay = res.layout
+    flags = ["--tensor-parallel-size", str(lay.tp)]
+    if lay.dp != 1:
+        flags += ["--data-parallel-size", str(lay.dp)]
+    if lay.use_ep:
+        flags.append("--enable-expert-parallel")
+    return flags
+
+
+def serve_command(res: Resolution) -> str:
+    """A `vllm serve` example for the layout (the checkpoint's repo id)."""
+    return shlex.join(["vllm", "serve", res.model.name, *serve_flags(res)])
