@@ -62,17 +62,18 @@ def tune_command(res: Resolution, engine_profile: Optional[str] = None, out: Opt
     return shlex.join(args)
 
 
-def serve_flags(res: Resolution) -> list[str]:
-    """The engine's parallelism flags for the layout."""
-    lay = res.layout
-    flags = ["--tensor-parallel-size", str(lay.tp)]
-    if lay.dp != 1:
-        flags += ["--data-parallel-size", str(lay.dp)]
-    if lay.use_ep:
+def serve_flags(tp: int, dp: int = 1, ep: bool = False, placement: str = "linear") -> list[str]:
+    """The engine's parallelism flags for a layout (a round_robin expert placement too)."""
+    flags = ["--tensor-parallel-size", str(tp)]
+    if dp != 1:
+        flags += ["--data-parallel-size", str(dp)]
+    if ep:
         flags.append("--enable-expert-parallel")
+        if placement != "linear":
+            flags += ["--expert-placement-strategy", placement]
     return flags
 
 
-def serve_command(res: Resolution) -> str:
+def serve_command(model_name: str, tp: int, dp: int = 1, ep: bool = False, placement: str = "linear") -> str:
     """A `vllm serve` example for the layout (the checkpoint's repo id)."""
-    return shlex.join(["vllm", "serve", res.model.name, *serve_flags(res)])
+    return shlex.join(["vllm", "serve", model_name, *serve_flags(tp, dp, ep, placement)])
