@@ -52,7 +52,7 @@ def matrix(
 def _print_matrix(data: dict, wide: bool = False) -> None:
     """Compact: one line per table (tag, status, who uses it), then each file name whole on its own
     line with where it was found or why it is stale. --wide: the table with every column."""
-    from moeplan.cli.render import console, fit_table, user_text
+    from moeplan.cli.render import console, fit_table, indented, user_text
 
     con = console(wide)
     rows = data["rows"]
@@ -84,7 +84,7 @@ def _print_matrix(data: dict, wide: bool = False) -> None:
             if st.found:
                 con.print(f"   found {user_text(st.found)}", soft_wrap=True)
             for x in st.reasons:
-                con.print(f"   {user_text(x)}", soft_wrap=True)
+                indented(con, user_text(x))
             if st.status != "present":
                 con.print(f"   make it: {user_text(r['command'])}", soft_wrap=True)
     for i in data["invalid"]:

@@ -93,8 +93,8 @@ def report_cmd(
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise ChartError("report needs matplotlib, which is not installed: pip install 'moeplan[kernels]' "
-                         "(the kernels extra; the test extra has it too)") from None
+        raise ChartError("report needs matplotlib, which is not installed: pip install 'moeplan[report]' "
+                         "(the report extra: matplotlib only, no torch or Triton)") from None
     src = Path(folder)
     index = write_report(src, Path(out) if out else Path(f"{src.resolve().name}-report"), Path(vs) if vs else None)
     typer.echo(f"wrote {index}")

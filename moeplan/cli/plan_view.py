@@ -44,6 +44,7 @@ def print_plan(result, choice, wide: bool = False) -> None:
             {"header": "weights\nGiB", "justify": "right", "keep": 70},
             {"header": "experts\nGiB", "justify": "right", "keep": 12},
             {"header": "other\nGiB", "justify": "right", "keep": 11},
+            {"header": "free\nGiB", "justify": "right", "keep": 13},
             {"header": "KV\nGiB", "justify": "right", "keep": 30},
             {"header": "KV\ntokens", "justify": "right", "keep": 85},
             {"header": "seqs", "justify": "right", "keep": 80},
@@ -66,7 +67,7 @@ def print_plan(result, choice, wide: bool = False) -> None:
         tabs = " ".join(f"{tags[x.spec.file_name]}{'+' if x.path else '-'}" for x in lp.tables)
         kv = lp.kv
         rows.append([str(i), str(lay.tp), str(lay.dp), ep, fits, f"{mem['total']:.1f}", f"{mem['experts']:.1f}",
-                     f"{mem['other']:.1f}", f"{kv.kv_bytes / 1024 ** 3:.1f}",
+                     f"{mem['other']:.1f}", f"{mem['free']:.1f}", f"{kv.kv_bytes / 1024 ** 3:.1f}",
                      f"{kv.tokens:,}" if wide else count(kv.tokens), f"{kv.sequences:,}" if wide else count(kv.sequences),
                      *[f"{lp.moe_us[M] / 1000:.2f}" for M in Ms], lp.source,
                      f"{lp.comm.bytes_per_token:,.0f} {lp.comm.kind}" if wide else f"{lp.comm.bytes_per_token:,.0f}",

@@ -120,6 +120,16 @@ def indented(con, text: str, indent: int = 3) -> None:
     con.print(Padding(text, (0, 0, 0, indent)))
 
 
+def wrapped(line: str, width: int) -> str:
+    """A plain line wrapped at its spaces to `width`, continuation lines indented under its text;
+    words (numbers, file names) are never broken."""
+    import textwrap
+
+    lead = len(line) - len(line.lstrip(" "))
+    return textwrap.fill(line, width, subsequent_indent=" " * (lead + 4), break_long_words=False,
+                         break_on_hyphens=False) or line
+
+
 def left_out_line(headers: list[str]) -> str:
     """The one line under a compact table that names what --wide adds."""
     names = ", ".join(h.replace("\n", " ") for h in headers)
@@ -137,8 +147,8 @@ def print_resolution(data: dict, wide: bool = False) -> None:
                    f"device: {user_text(lay['device_name'] or 'unknown (no GPU found; pass --device-name)')}")
     eng = data["engine"]
     shipped = user_text(eng["configs_dir"] or f"none ({eng['configs_dir_reason']})")
-    console_.print(f"engine profile: {eng['profile']} ({user_text(eng['reason'])}); shipped tables: {shipped}",
-                   soft_wrap=True)
+    console_.print(f"engine profile: {eng['profile']} ({user_text(eng['reason'])}); shipped tables:")
+    console_.print(f"   {shipped}", soft_wrap=bool(eng["configs_dir"]))
     tag = {t["tuning_file"]: f"T{i + 1}" for i, t in enumerate(data["tables"])}
     if lay["ep"]:
         title = (f"the MoE layer's ranks per device (rank/size): under EP each expert is whole on one device, so "

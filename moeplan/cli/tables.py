@@ -58,7 +58,7 @@ def show(path: str = typer.Argument(..., help="A tuning-table JSON file."),
             break
     con.print(t)
     if headers is not KNOBS:
-        con.print("  " + ", ".join(f"{SHORT_KNOBS[k]} = {k}" for k in KNOBS), soft_wrap=True)
+        con.print(", ".join(f"{SHORT_KNOBS[k]} = {k}" for k in KNOBS))
 
 
 #: Knob names short enough for an 80-column `show` (a legend under the table spells them out).
@@ -115,6 +115,7 @@ def diff(
     per_channel: PerChannelOpt = False,
     gpu: int = typer.Option(0, "--gpu", help="With --measure: the GPU index to time on."),
     interpret: bool = typer.Option(False, "--interpret", help="With --measure: Triton's CPU interpreter (tests only)."),
+    wide: bool = typer.Option(False, "--wide", help="One line per table and per batch size, whatever the width."),
 ):
     """Per batch size: which configs changed (and which knobs), which keys only one side has. Exit 1 if they differ."""
     from moeplan.tables.diff import describe, diff_paths
@@ -134,8 +135,10 @@ def diff(
                 t["measured"] = timed["tables"].get(t["file_name"], [])
         typer.echo(json.dumps(obj, indent=2))
     else:
-        for line in describe(d):
-            typer.echo(line)
+        from moeplan.cli.render import terminal_width, wrapped
+
+        for line in describe(d, wide):
+            typer.echo(line if wide else wrapped(line, terminal_width()))
         if timed is not None:
             typer.echo(f"measured on {timed['device']} (the tuner's timing, median of the routing draws):")
             for name, rows in timed["tables"].items():
