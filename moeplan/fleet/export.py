@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
@@ -60,35 +59,19 @@ def _same_bytes(a: Path, b: Path) -> bool:
         return False
 
 
-def _atomic_copy(data: bytes, dest: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def export_wanted(wanted: Sequence[Wanted], to: str, tuned_dirs: Sequence[str], env: Mapping[str, str],
                   force: bool = False) -> ExportResult:
     """Find, check and copy `wanted` into `to`; ExportError (nothing written) on a conflict."""
     from moeplan.base.safeio import check_path, shown
     from moeplan.tables.lookup import find_table
-    from moeplan.tables.table import parse_table, read_table_text
+    from moeplan.tables.table import atomic_write_text, parse_table, read_table_text
 
     check_path("--to", to, "a folder to copy the tables into")
     dest_dir = Path(to)
     if dest_dir.exists() and not dest_dir.is_dir():
         raise ExportError(f"--to {shown(to)} exists and is not a folder; pass a folder (it is created if missing)")
     result = ExportResult(os.path.abspath(to))
-    plan = []  # (Wanted, source, dest, data, action)
+    plan = []  # (Wanted, source, dest, text, action)
     conflicts = []
     for w in wanted:
         src, tried = find_table(w.file_name, tuned_dirs, env)
@@ -99,7 +82,6 @@ def export_wanted(wanted: Sequence[Wanted], to: str, tuned_dirs: Sequence[str], 
         text = read_table_text(src)
         parse_table(text, shown(src))  # the engine must be able to load what we hand it
         dest = dest_dir / w.file_name
-        data = Path(src).read_bytes()
         if dest.exists() and (os.path.samefile(dest, src) or _same_bytes(dest, Path(src))):
             action = "unchanged"
         elif dest.exists():
@@ -108,15 +90,15 @@ def export_wanted(wanted: Sequence[Wanted], to: str, tuned_dirs: Sequence[str], 
             action = "replaced"
         else:
             action = "copied"
-        plan.append((w, src, dest, data, action))
+        plan.append((w, src, dest, text, action))
     if conflicts:
         more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
         raise ExportError(f"--to {shown(to)}: {conflicts[0]}{more}; --force replaces it, nothing was copied")
     if plan:
         dest_dir.mkdir(parents=True, exist_ok=True)
-    for w, src, dest, data, action in plan:
+    for w, src, dest, text, action in plan:
         if action != "unchanged":
-            _atomic_copy(data, dest)
+            atomic_write_text(dest, text)  # the checked text: a temporary file, then a rename
         result.copied.append({"file_name": w.file_name, "source": src, "dest": str(dest), "action": action})
     return result
 

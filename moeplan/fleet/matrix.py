@@ -62,14 +62,9 @@ class LayoutEntry:
         return s
 
     def cli_options(self) -> list[str]:
-        out = ["--tp", str(self.tp)]
-        if self.dp != 1:
-            out += ["--dp", str(self.dp)]
-        if self.ep:
-            out.append("--ep")
-            if self.placement != "linear":
-                out += ["--placement", self.placement]
-        return out
+        from moeplan.layout.commands import parallel_options
+
+        return parallel_options(self.tp, self.dp, self.ep, self.placement)
 
 
 @dataclass(frozen=True)

@@ -24,16 +24,22 @@ def model_ref(res: Resolution) -> str:
         return res.model.source or res.model.name
 
 
+def parallel_options(tp: int, dp: int = 1, ep: bool = False, placement: str = "linear") -> list[str]:
+    """moeplan's --tp/--dp/--ep/--placement for a layout, defaults left out."""
+    out = ["--tp", str(tp)]
+    if dp != 1:
+        out += ["--dp", str(dp)]
+    if ep:
+        out.append("--ep")
+        if placement != "linear":
+            out += ["--placement", placement]
+    return out
+
+
 def layout_options(res: Resolution) -> list[str]:
     """moeplan's layout and quantization options that give `res` again."""
     lay = res.layout
-    out = ["--tp", str(lay.tp)]
-    if lay.dp != 1:
-        out += ["--dp", str(lay.dp)]
-    if lay.use_ep:
-        out.append("--ep")
-        if lay.placement != "linear":
-            out += ["--placement", lay.placement]
+    out = parallel_options(lay.tp, lay.dp, lay.use_ep, lay.placement)
     q = res.model.quantization
     if q is not None and (q.scheme, tuple(q.block_shape or ()), bool(q.per_token), bool(q.per_channel)) == \
             (res.scheme, tuple(res.block_shape or ()), bool(res.per_token), bool(res.per_channel)):
