@@ -31,7 +31,7 @@ def tables(tmp_path):
 
 def test_two_tables_per_batch_size(tmp_path):
     a, b = tables(tmp_path)
-    r = run("diff", str(a / NAME), str(b / NAME))
+    r = run("diff", str(a / NAME), str(b / NAME), "--wide")  # one line per table (tests/test_user_output: compact)
     assert r.exit_code == 1
     assert r.stdout.splitlines() == [
         f"{NAME}: 1 of 4 batch size(s) changed, 1 only in A, 1 only in B; triton_version 3.4.0 -> 3.5.0",
@@ -43,7 +43,7 @@ def test_two_tables_per_batch_size(tmp_path):
 
 def test_identical_tables_exit_0(tmp_path):
     a, _ = tables(tmp_path)
-    r = run("diff", str(a / NAME), str(a / NAME))
+    r = run("diff", str(a / NAME), str(a / NAME), "--wide")
     assert (r.exit_code, r.stdout) == (0, f"{NAME}: 0 of 3 batch size(s) changed, 0 only in A, 0 only in B\nidentical\n")
 
 

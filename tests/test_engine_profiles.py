@@ -87,6 +87,7 @@ def test_profiles_differ_where_the_engine_did():
 def test_resolve_reads_the_installed_engine(fake_vllm, tmp_path):
     configs = fake_vllm("0.26.0", tables=[DSV3_TP8])
     assert engine_config_dir() == str(configs)
+    (tmp_path / "empty").mkdir()
     r = run("resolve", "deepseek-v3", "--tp", "8", "--device-name", "NVIDIA H200", "--tuned-dir",
             str(tmp_path / "empty"), "--json")
     assert r.exit_code == 0, r.output
@@ -129,6 +130,7 @@ def test_table_only_in_a_tuned_dir_needs_the_export(fake_vllm, tmp_path):
 def test_engine_configs_option_and_missing(fake_vllm, tmp_path):
     folder = tmp_path / "shipped"
     folder.mkdir()
+    (tmp_path / "none").mkdir()
     (folder / DSV3_TP8).write_text(json.dumps(TABLE, indent=4) + "\n")
     d = json.loads(run("resolve", "deepseek-v3", "--tp", "8", "--device-name", "NVIDIA H200", "--engine",
                        "vllm-0.12", "--engine-configs", str(folder), "--tuned-dir", str(tmp_path / "none"),

@@ -144,6 +144,7 @@ def test_corrupt_routing_pool_in_the_checkpoint_is_drawn_again(tmp_path):
 def test_resolve_prints_user_strings_literally(tmp_path):
     cfg = dict(TINY, _name_or_path="[bold red]evil[bold red]\x1b[2J")
     (tmp_path / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "[red]dir").mkdir()  # a --tuned-dir must exist
     r = CliRunner().invoke(app, ["resolve", str(tmp_path), "--device-name", "NVIDIA H100 80GB HBM3",
                                  "--tuned-dir", str(tmp_path / "[red]dir")])
     assert r.exit_code == 0, r.output

@@ -58,6 +58,7 @@ def matrix_json(*args):
 def test_tables_shared_across_models_and_layouts_are_one_job(tmp_path, tiny):
     f = write(tmp_path, f'models = ["mixtral-8x7b", "{tiny}"]\ndevices = ["{H100}"]\n'
                         '[[layouts]]\ntp = 1\n[[layouts]]\ntp = 2\n[[layouts]]\ntp = 8\n')
+    (tmp_path / "none").mkdir()
     d = matrix_json(f, "--tuned-dir", str(tmp_path / "none"))
     names = [t["file_name"] for t in d["tables"]]
     assert names == sorted(names) and len(names) == len(set(names))
@@ -111,12 +112,17 @@ def test_present_stale_missing_and_the_engine_folder(tmp_path, monkeypatch):
     assert status[DSV3_TP8] == ("stale", str(tuned / DSV3_TP8))
     assert status[DSV3_EP8] == ("present", str(engine / DSV3_EP8))
     assert {s for s, _ in status.values()} == {"present", "stale", "missing"}
+    # --github: the missing and the stale tables (a Triton upgrade re-tunes); --missing-only: the missing
     gh = json.loads(run("matrix", f, "--tuned-dir", str(tuned), "--github").stdout)
-    missing = sorted(n for n, (s, _) in status.items() if s == "missing")
-    assert [e["table"] for e in gh["include"]] == missing
+    todo = sorted(n for n, (s, _) in status.items() if s in ("missing", "stale"))
+    assert [e["table"] for e in gh["include"]] == todo
     assert all(e["device"] == H100 for e in gh["include"])
+    assert all(e["force"] == (status[e["table"]][0] == "stale") for e in gh["include"])
     order = sorted(status)
-    assert [e["shard"] for e in gh["include"]] == [f"{order.index(n) + 1}/{len(order)}" for n in missing]
+    assert [e["shard"] for e in gh["include"]] == [f"{order.index(n) + 1}/{len(order)}" for n in todo]
+    gh = json.loads(run("matrix", f, "--tuned-dir", str(tuned), "--github", "--missing-only").stdout)
+    missing = sorted(n for n, (s, _) in status.items() if s == "missing")
+    assert [e["table"] for e in gh["include"]] == missing and len(missing) < len(todo)
 
 
 def test_the_matrix_engine_is_what_tables_are_judged_against(tmp_path):

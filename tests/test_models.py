@@ -803,7 +803,9 @@ def test_unknown_model_messages():
     msg = _error(load_model, "org/Totally-Unknown")
     assert "unknown model 'org/Totally-Unknown'" in msg
     msg = _error(load_model, "./no/such/config.json")
-    assert "unknown model './no/such/config.json'" in msg and "no file or folder" in msg
+    # a path names the missing path first, before the list of presets
+    assert msg.startswith("model path './no/such/config.json' does not exist (no file or folder there)"), msg
+    assert msg.index("does not exist") < msg.index("deepseek-v3")
     assert "valid: " in _error(find_preset, "zzz")
     assert "empty model reference" in _error(load_model, "")
 

@@ -236,6 +236,7 @@ def test_modelled_time_scales_the_floor_by_the_measured_ratio(tmp_path):
     d = plan_json("mixtral-8x7b", "--gpus", "2", "--tuned-dir", str(tmp_path), "--batch-sizes", "1",
                   "--device-name", "NVIDIA H200")
     # On the H200 no table exists: the engine runs its default, so the default's ratio (6x) applies.
+    (tmp_path / "none").mkdir()
     base = plan_json("mixtral-8x7b", "--gpus", "2", "--tuned-dir", str(tmp_path / "none"), "--batch-sizes", "1",
                      "--device-name", "NVIDIA H200")
     a = next(l for l in d["layouts"] if l["tp"] == 2 and not l["ep"])
@@ -281,7 +282,7 @@ def test_human_output_names_profile_card_and_tables(tmp_path):
     r = run("plan", "deepseek-v3", "--gpus", "8", "--device-name", "NVIDIA H200", "--tuned-dir", str(tmp_path))
     assert r.exit_code == 0, r.output
     assert "engine profile vllm-0.33" in r.stdout and "NVIDIA H200" in r.stdout
-    assert "E=256,N=256,device_name=NVIDIA_H200,dtype=fp8_w8a8,block_shape=[128,128].json: missing" in r.stdout
+    assert "E=256,N=256,device_name=NVIDIA_H200,dtype=fp8_w8a8,block_shape=[128,128].json\n     missing\n" in r.stdout
 
 
 def test_plan_is_pure_and_fast():

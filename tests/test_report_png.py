@@ -69,5 +69,5 @@ def test_report_without_matplotlib(tmp_path, monkeypatch):
     r = runner.invoke(app, ["report", str(REPO / "tuned"), "--out", str(tmp_path)])
     assert r.exit_code == 2
     lines = r.stderr.splitlines()
-    assert len(lines) == 1 and "matplotlib" in lines[0] and "moeplan[kernels]" in lines[0], r.stderr
+    assert len(lines) == 1 and "matplotlib" in lines[0] and "moeplan[report]" in lines[0], r.stderr
     assert not list(tmp_path.glob("*.png"))

@@ -78,6 +78,7 @@ def test_resolve_missing_table_uses_default_heuristic(workdir):
 def test_resolve_table_in_engine_folder(workdir):
     # the engine's own shipped folder holds the table: found as `engine`, no export line
     (workdir / "engine" / TABLE_NAME).write_text(json.dumps(TABLE, indent=4) + "\n")
+    (workdir / "nowhere").mkdir()  # an empty folder: a --tuned-dir that does not exist is an error
     r = run(["resolve", "mixtral-8x7b", "--tp", "2", "--device-name", "NVIDIA H200", "--batch-size", "48",
              "--engine", "vllm-0.33", "--engine-configs", "engine", "--tuned-dir", "nowhere"])
     check("resolve_mixtral_tp2_engine_folder", r, workdir)

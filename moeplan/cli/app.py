@@ -119,7 +119,7 @@ app = typer.Typer(
 )
 
 try:  # every command, in the order `--help` lists them
-    from moeplan.cli import fleet, plan, resolve, tables, tune
+    from moeplan.cli import export, fleet, plan, resolve, tables, tune
 
     app.command("resolve")(resolve.resolve)
     app.command("models")(resolve.models)
@@ -130,6 +130,7 @@ try:  # every command, in the order `--help` lists them
     app.command("diff")(tables.diff)
     app.command("plan")(plan.plan)
     app.command("report")(plan.report_cmd)
+    app.command("export")(export.export)
 except KeyboardInterrupt:
     _interrupted()
 

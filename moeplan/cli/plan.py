@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -30,13 +29,20 @@ def plan(
                                               "(default 1,16,64,256,1024)."),
     tuned_dir: List[str] = typer.Option([], "--tuned-dir", help="Folder of tuning tables and their CSVs "
                                         "(repeatable; default: moeplan's tuned/)."),
-    engine: Optional[str] = typer.Option(None, "--engine", help="Engine profile (vllm-0.10, vllm-0.33; default: "
+    engine: Optional[str] = typer.Option(None, "--engine", help="Engine profile (vllm-0.12, vllm-0.25, vllm-0.33; default: "
                                          "the installed vllm's, else the newest): its default-config heuristic is "
                                          "what a layout without a table runs."),
     link_gbps: float = typer.Option(3600.0, "--link-gbps", help="Link bandwidth inside a node, Gbit/s per GPU and "
                                     "direction (default 3600: NVLink 4, 450 GB/s)."),
     node_link_gbps: float = typer.Option(400.0, "--node-link-gbps", help="Link bandwidth between nodes, Gbit/s per "
                                          "GPU (default 400: one NDR InfiniBand port)."),
+    gpu_memory_utilization: float = typer.Option(0.9, "--gpu-memory-utilization", help="The engine's fraction of "
+                                                 "GPU memory for weights, activations and the KV cache (default 0.9)."),
+    context_len: int = typer.Option(8192, "--context-len", help="Tokens per sequence: seqs = KV-cache tokens / this "
+                                    "(default 8192)."),
+    kv_cache_dtype: str = typer.Option("auto", "--kv-cache-dtype", help="auto (the model's dtype, bf16) | fp8 "
+                                       "(one byte per cached value)."),
+    wide: bool = typer.Option(False, "--wide", help="Every column, whatever the terminal's width."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ):
     """Rank every valid TP/DP/EP layout of MODEL on G GPUs: memory per device, MoE time, communication, tables."""
@@ -44,7 +50,9 @@ def plan(
     from moeplan.planner.plan import PlanRequest, parse_batch_sizes
 
     req = PlanRequest(gpus=gpus, gpus_per_node=gpus_per_node, dtype=dtype, batch_sizes=parse_batch_sizes(batch_sizes),
-                      link_gbps=link_gbps, node_link_gbps=node_link_gbps)
+                      link_gbps=link_gbps, node_link_gbps=node_link_gbps,
+                      gpu_memory_utilization=gpu_memory_utilization, context_len=context_len,
+                      kv_cache_dtype=kv_cache_dtype)
     result, choice = plan_model(model, req, device_name, gpu_mem, engine, tuned_dir, dict(os.environ))
     if as_json:
         data = result.to_dict()
@@ -52,58 +60,9 @@ def plan(
                           "default_heuristic": choice.profile.heuristic}
         typer.echo(json.dumps(data, indent=2))
         return
-    print_plan(result, choice)
+    from moeplan.cli.plan_view import print_plan
 
-
-def print_plan(result, choice) -> None:
-    from rich.table import Table
-
-    from moeplan.cli.render import console, user_text as u
-    from moeplan.planner.plan import MEMORY_UTILIZATION, RANKING
-
-    c = console()
-    m, card, req = result.model, result.card, result.request
-    c.print(f"[bold]{u(m.name)}[/bold] ({u(m.alias)}) on {req.gpus} x {u(card.name)} "
-            f"({card.memory_gib:.1f} GiB, {card.copy_bandwidth_Bps / 1e12:.2f} TB/s copy; {u(result.card_reason)})")
-    c.print(f"engine profile {choice.profile.name} ({u(choice.reason)}); a layout without its table runs the "
-            f"{choice.profile.heuristic} default heuristic" + (f"; warning: {u(choice.warning)}" if choice.warning else ""))
-    c.print(f"fits: weights <= {MEMORY_UTILIZATION:.0%} of the GPU (the engine's default memory utilization); "
-            f"ranked: {RANKING}")
-    tags: dict[str, str] = {}
-    for lp in result.layouts:
-        for t in lp.tables:
-            tags.setdefault(t.spec.file_name, f"T{len(tags) + 1}")
-    Ms = list(req.batch_sizes)
-    t = Table(title=f"{len(result.layouts)} valid layouts; MoE time = kernel x {m.num_moe_layers} MoE layers, "
-                    f"per step, ms")
-    for col in ("#", "TP", "DP", "EP", "fits", "experts GiB", "other GiB", "total GiB", "free GiB",
-                *[f"M={M}" for M in Ms], "source", "comm B/tok", f"comm ms M={Ms[-1]}", "tables"):
-        t.add_column(col, justify="right" if col not in ("EP", "fits", "source", "tables") else "left")
-    for i, lp in enumerate(result.layouts, 1):
-        lay, mem = lp.res.layout, lp.memory.gib()
-        ep = f"{lay.world_size} {lay.placement}" if lay.use_ep else "off"
-        tabs = " ".join(f"{tags[x.spec.file_name]}{'+' if x.path else '-'}" for x in lp.tables)
-        t.add_row(str(i), str(lay.tp), str(lay.dp), ep, "yes" if lp.memory.fits else "[red]no[/red]",
-                  f"{mem['experts']:.1f}", f"{mem['other']:.1f}", f"{mem['total']:.1f}", f"{mem['free']:.1f}",
-                  *[f"{lp.moe_us[M] / 1000:.2f}" for M in Ms], lp.source,
-                  f"{lp.comm.bytes_per_token:,.0f} {lp.comm.kind}", f"{lp.comm_us[Ms[-1]] / 1000:.2f}", tabs)
-    c.print(t)
-    c.print("tables (+ found, - missing: the engine runs its default config):")
-    seen = {}
-    for lp in result.layouts:
-        for x in lp.tables:
-            seen.setdefault(x.spec.file_name, x)
-    for name, x in seen.items():
-        where = f"found {u(x.path)}" if x.path else "missing"
-        meas = " (CSV: measured times)" if x.measured else ""
-        c.print(f"  {tags[name]} {u(name)}: {where}{meas}", soft_wrap=True)
-    used = sorted({n for lp in result.layouts for n in lp.ratio_from})
-    if used:
-        c.print("modelled = roofline floor x the measured/floor ratio of the most similar measured table "
-                f"(winner's if the table exists, the default's if not): {u(', '.join(used))}", soft_wrap=True)
-    unknown = sorted({u for lp in result.layouts for u in lp.memory.unknown})
-    if unknown:
-        c.print(f"[yellow]not in the model's facts, counted as 0[/yellow]: {u(', '.join(unknown))}")
+    print_plan(result, choice, wide)
 
 
 def report_cmd(
@@ -118,8 +77,8 @@ def report_cmd(
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise ChartError("report needs matplotlib, which is not installed: pip install 'moeplan[kernels]' "
-                         "(the kernels extra; the test extra has it too)") from None
+        raise ChartError("report needs matplotlib, which is not installed: pip install 'moeplan[report]' "
+                         "(the report extra: matplotlib only, no torch or Triton)") from None
     index = make_report(folder, out, vs)
     typer.echo(f"wrote {printable(index)}")
 

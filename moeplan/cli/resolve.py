@@ -29,6 +29,7 @@ def resolve(
     engine: EngineOpt = None,
     triton_version: Optional[str] = typer.Option(None, "--triton-version", help="SGLang engines: the serving Triton version, which names the folder SGLang reads first (configs/triton_X_Y_Z). Default: the installed triton's (package metadata) when SGLang is installed here, else the one the SGLang release pins."),
     engine_configs: Optional[str] = typer.Option(None, "--engine-configs", help="The engine's folder of shipped tuning tables (vLLM: .../fused_moe/configs; SGLang: the folder holding configs/triton_*). Default: found from the installed engine's package files, never by importing it."),
+    wide: bool = typer.Option(False, "--wide", help="Every column in full boxes, whatever the terminal's width."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ):
     """What every device of a TP/DP/EP layout gets: ranks, experts, N, quant config and tuning file."""
@@ -48,7 +49,7 @@ def resolve(
     if as_json:
         typer.echo(json.dumps(data, indent=2))
     else:
-        print_resolution(data)
+        print_resolution(data, wide)
 
 
 def models(as_json: bool = typer.Option(False, "--json", help="Print the presets as a JSON list.")):

@@ -16,14 +16,13 @@ from moeplan.base.errors import MoeplanError
 from moeplan.cli.options import BlockOpt, DpOpt, DtypeOpt, EpOpt, PerChannelOpt, PerTokenOpt, PlacementOpt, TpOpt
 
 
-def show(path: str = typer.Argument(..., help="A tuning-table JSON file.")):
+def show(path: str = typer.Argument(..., help="A tuning-table JSON file."),
+         wide: bool = typer.Option(False, "--wide", help="Full knob names in full boxes, whatever the width.")):
     """Print a tuning table as a rich table."""
-    from rich.console import Console
-    from rich.table import Table
 
     from moeplan.base.errors import TableError
     from moeplan.engines.knobs import KNOBS
-    from moeplan.cli.render import user_text
+    from moeplan.cli.render import console, fit_table, table_width, user_text
     from moeplan.base.safeio import check_path, shown
     from moeplan.engines.registry import ENGINES
     from moeplan.tables.table import parse_table, read_table_text
@@ -47,29 +46,34 @@ def show(path: str = typer.Argument(..., help="A tuning-table JSON file.")):
                                       if engine == "sglang" and p.parent.name.startswith("triton_") else "-")
     try:
         info = parse_tuning_file_name(p.name)
-        title = (f"{user_text(p.name)}\nE={info['E']} N={info['N']} device={info['device']} "
+        title = (f"E={info['E']} N={info['N']} device={info['device']} "
                  f"dtype={info['dtype'] or '-'} block_shape={info['block_shape'] or '-'} "
                  f"triton={user_text(triton)}")
         if engine == "sglang":
             title += f" engine=sglang{' GEMM2' if info['down'] else ''}"
     except TableError:
         title = f"{user_text(p.name)} (not an engine file name) triton={user_text(triton)}"
-    t = Table(title=title, title_justify="left")
-    t.add_column("batch", justify="right")
-    for k in KNOBS:
-        t.add_column(k, justify="right")
     tma = any("USE_TMA" in e for e in table.extras.values())
-    if tma:
-        t.add_column("USE_TMA", justify="right")
-    for m, cfg in sorted(table.entries.items()):
-        row = [str(v) for v in cfg.to_dict().values()]
-        if tma:
-            row.append(str(table.extras.get(m, {}).get("USE_TMA", False)).lower())
-        t.add_row(str(m), *row)
-    con = Console()
-    if not con.is_terminal:
-        con = Console(width=160)  # keep the knob names whole in pipes and logs
+    rows = [[str(m), *(str(v) for v in cfg.to_dict().values()),
+             *([str(table.extras.get(m, {}).get("USE_TMA", False)).lower()] if tma else [])]
+            for m, cfg in sorted(table.entries.items())]
+    con = console(wide)
+    con.print(user_text(p.name), soft_wrap=True)
+    con.print(title)
+    for headers in (KNOBS, tuple(SHORT_KNOBS[k] for k in KNOBS)):
+        cols = [{"header": "batch", "justify": "right"}, *({"header": h, "justify": "right"} for h in headers),
+                *([{"header": "USE_TMA", "justify": "right"}] if tma else [])]
+        t, _ = fit_table(con, None, cols, rows, wide)
+        if wide or table_width(con, t) <= con.width:
+            break
     con.print(t)
+    if headers is not KNOBS:
+        con.print(", ".join(f"{SHORT_KNOBS[k]} = {k}" for k in KNOBS))
+
+
+#: Knob names short enough for an 80-column `show` (a legend under the table spells them out).
+SHORT_KNOBS = {"BLOCK_SIZE_M": "BM", "BLOCK_SIZE_N": "BN", "BLOCK_SIZE_K": "BK", "GROUP_SIZE_M": "GM",
+               "num_warps": "warps", "num_stages": "stages"}
 
 
 def verify(
@@ -121,6 +125,7 @@ def diff(
     per_channel: PerChannelOpt = False,
     gpu: int = typer.Option(0, "--gpu", help="With --measure: the GPU index to time on."),
     interpret: bool = typer.Option(False, "--interpret", help="With --measure: Triton's CPU interpreter (tests only)."),
+    wide: bool = typer.Option(False, "--wide", help="One line per table and per batch size, whatever the width."),
 ):
     """Per batch size: which configs changed (and which knobs), which keys only one side has. Exit 1 if they differ."""
     from moeplan.tables.diff import describe, diff_paths
@@ -140,8 +145,10 @@ def diff(
                 t["measured"] = timed["tables"].get(t["file_name"], [])
         typer.echo(json.dumps(obj, indent=2))
     else:
-        for line in describe(d):
-            typer.echo(line)
+        from moeplan.cli.render import terminal_width, wrapped
+
+        for line in describe(d, wide):
+            typer.echo(line if wide else wrapped(line, terminal_width()))
         if timed is not None:
             typer.echo(f"measured on {timed['device']} (the tuner's timing, median of the routing draws):")
             for name, rows in timed["tables"].items():

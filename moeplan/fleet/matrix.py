@@ -66,14 +66,9 @@ class LayoutEntry:
         return s
 
     def cli_options(self) -> list[str]:
-        out = ["--tp", str(self.tp)]
-        if self.dp != 1:
-            out += ["--dp", str(self.dp)]
-        if self.ep:
-            out.append("--ep")
-            if self.placement != "linear":
-                out += ["--placement", self.placement]
-        return out
+        from moeplan.layout.commands import parallel_options
+
+        return parallel_options(self.tp, self.dp, self.ep, self.placement)
 
 
 @dataclass(frozen=True)
@@ -248,10 +243,27 @@ def parse_matrix(text: str, source: str = "<matrix>", fmt: Optional[str] = None)
 
 def load_matrix(path: str) -> Matrix:
     """Read (through the input layer: a regular file, at most 4 MiB, UTF-8) and parse a matrix
-    file; `.json` files are JSON, everything else TOML."""
+    file; `.json` files are JSON, everything else TOML. Model paths in it are relative to its folder."""
     check_path("matrix file", path, "a .toml or .json matrix file", MatrixError)
     text = safeio.read_text(path, "matrix file", safeio.MAX_JSON_BYTES, MatrixError)
-    return parse_matrix(text, path, "json" if Path(path).suffix.lower() == ".json" else "toml")
+    p = Path(path)
+    return models_beside(parse_matrix(text, path, "json" if p.suffix.lower() == ".json" else "toml"), p.parent)
+
+
+def models_beside(matrix: Matrix, folder: Path) -> Matrix:
+    """A relative model path in a matrix file is relative to the file's folder (not to the current
+    one): an entry naming an existing file or folder there is rewritten to that path; presets and
+    repo ids stay as written."""
+    import dataclasses
+    import os
+
+    def beside(m: str) -> str:
+        if os.path.isabs(m) or m.startswith("~"):
+            return m
+        cand = folder / m
+        return str(cand) if cand.exists() and str(folder) not in ("", ".") else m
+
+    return dataclasses.replace(matrix, models=tuple(dict.fromkeys(beside(m) for m in matrix.models)))
 
 
 # ---- expansion ---------------------------------------------------------------------------------

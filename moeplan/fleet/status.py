@@ -110,3 +110,13 @@ class MatrixRun:
         else:
             say(f"tuning {len(mine)} of {len(self.data['rows'])} table(s) of {self.label}")
         return [(r["job"].spec, r["job"].resolution) for r in mine]
+
+
+def github_include(data: dict, stale: bool = True) -> list[dict]:
+    """`matrix --github`'s jobs: the missing tables and (unless `stale` is False) the stale ones,
+    so a CI run after a Triton or engine upgrade re-tunes them (`tune --matrix --force` replaces
+    a stale table; a job's `force` says whether it needs that)."""
+    keep = ("missing", "stale") if stale else ("missing",)
+    return [{"table": r["job"].file_name, "device": r["job"].device, "shard": r["shard"],
+             "status": r["status"].status, "force": r["status"].status == "stale"}
+            for r in data["rows"] if r["status"].status in keep]

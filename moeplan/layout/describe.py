@@ -13,6 +13,7 @@ from moeplan.base.errors import TableError
 from moeplan.engines.registry import default_config
 from moeplan.layout.resolve import Resolution, TableSpec
 from moeplan.layout.quant import QuantDesc
+from moeplan.layout.commands import tune_command
 from moeplan.tables.lookup import locate_table
 
 
@@ -130,7 +131,8 @@ def resolution_dict(res: Resolution, tuned_dirs: Sequence[str], env: Mapping[str
         found[spec.file_name] = path
         t = {"tuning_file": spec.file_name, "found": path, "source": where["source"],
              "engine_loads": where["engine_loads"], "export": where["export"], "tried": where["tried"],
-             "E": spec.E, "N": spec.N, "devices": list(spec.devices), "engine_profile": engine["profile"]}
+             "E": spec.E, "N": spec.N, "devices": list(spec.devices), "engine_profile": engine["profile"],
+             "command": tune_command(res, engine["profile"]) if where["source"] == "missing" else None}
         if batch_size is not None:
             try:
                 t["entry"] = _entry(spec, path, batch_size, heuristic)
@@ -202,10 +204,11 @@ def resolve_report(res: Resolution, tuned_dirs: Sequence[str], choice, engine_co
     """Everything `moeplan resolve` shows: `resolution_dict` with the engine profile `choice`, the
     engine's folder (`engine_folder`) and the tables looked up in `tuned_dirs` (empty: the default
     folders, ./tuned then moeplan's shipped tables)."""
-    from moeplan.tables.lookup import default_tuned_dirs
+    from moeplan.tables.lookup import check_tuned_dirs, default_tuned_dirs
 
     import os
 
+    check_tuned_dirs(tuned_dirs)
     engine_dir, why = engine_folder(engine_configs, choice.profile)
     dirs = list(tuned_dirs) or default_tuned_dirs()
     env = dict(os.environ if env is None else env)  # the engine reads $VLLM_TUNED_CONFIG_FOLDER first

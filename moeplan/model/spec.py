@@ -287,8 +287,9 @@ def _unknown(name: str, specs: tuple[ModelSpec, ...]) -> ModelError:
             if a not in shown:
                 shown.append(a)
         hint = f"; did you mean {', '.join(repr(a) for a in shown)}?"
-    elif _looks_like_path(name):
-        hint = f"; no file or folder '{name}' exists"
+    elif _looks_like_path(name):  # a path: say so first, the presets after
+        return _fail(f"model path '{name}' does not exist (no file or folder there); pass a config.json, a folder "
+                     f"holding one, or a preset alias/repo id (`moeplan models`: {', '.join(aliases) or 'none'})")
     return _fail(
         f"unknown model '{name}': not a preset alias/repo id (valid: {', '.join(aliases) or 'none'}) "
         f"nor a path to a config.json or a folder holding one{hint}"

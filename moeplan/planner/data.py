@@ -54,12 +54,9 @@ def plan_model(model: str, req, device_name: Optional[str] = None, gpu_mem: Opti
     from moeplan.model.load import load_model
     from moeplan.planner.hardware import card_for
     from moeplan.planner.plan import TuningData, make_plan
-    from moeplan.tables.lookup import default_tuned_dirs
+    from moeplan.tables.lookup import check_tuned_dirs, default_tuned_dirs
 
-    from moeplan.base.safeio import check_path
-
-    for d in tuned_dirs:
-        check_path("--tuned-dir", d, "a folder of tuning tables")
+    check_tuned_dirs(tuned_dirs)
     card, why = card_for(device_name, gpu_mem)  # every option before the model is read
     spec = load_model(model)
     choice = choose_profile(engine)

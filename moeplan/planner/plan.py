@@ -34,6 +34,7 @@ from moeplan.base.safeio import MAX_BATCH, check_float, check_int, shown
 from moeplan.layout.parallel import MAX_WORLD, Layout
 from moeplan.layout.resolve import QuantRequest, Resolution, TableSpec, resolve
 from moeplan.tables.measurements import CsvPoint
+from moeplan.planner.kvcache import DEFAULT_CONTEXT_LEN, DEFAULT_GPU_MEMORY_UTILIZATION, KvCapacity, check_kv_options, kv_capacity
 
 DEFAULT_BATCH_SIZES = (1, 16, 64, 256, 1024)
 MAX_PLAN_BATCHES = 64  # batch sizes in one plan (as tune --batch-sizes)
@@ -56,13 +57,14 @@ def parse_batch_sizes(text: Optional[str]) -> tuple[int, ...]:
     return tuple(values)
 # The engine keeps 10% of a GPU free by default (gpu_memory_utilization 0.9): weights must fit
 # in the other 90%, and what remains of that 90% holds the KV cache and activations.
-MEMORY_UTILIZATION = 0.9
+MEMORY_UTILIZATION = DEFAULT_GPU_MEMORY_UTILIZATION  # 0.9, `--gpu-memory-utilization`
 # Link bandwidths, in gigabits per second per GPU and direction.
 DEFAULT_LINK_GBPS = 3600.0  # NVLink 4 (H100/H200): 450 GB/s per direction
 DEFAULT_NODE_LINK_GBPS = 400.0  # one NDR InfiniBand port per GPU, for groups that span nodes
 ACT_BYTES = 2  # bf16 hidden states
-RANKING = ("fits first; then the geometric mean over the batch sizes of the predicted MoE time per step "
-           "(kernel time x MoE layers + communication x MoE layers); then more free memory")
+RANKING = ("fits first (weights within the memory budget and room for one sequence of KV cache at the context "
+           "length); then the geometric mean over the batch sizes of the predicted MoE time per step (kernel time x "
+           "MoE layers + communication x MoE layers); then more tokens of KV cache")
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class CalibrationTable:
     scheme: str
     winner_ratio: dict[int, float]  # winner time / floor
     default_ratio: dict[int, float]  # default heuristic's time / floor
+    device: str = ""  # the card it was measured on (the file name's device_name)
 
 
 def calibration_table(name: str, points: dict[int, CsvPoint]) -> Optional[CalibrationTable]:
@@ -88,7 +91,7 @@ def calibration_table(name: str, points: dict[int, CsvPoint]) -> Optional[Calibr
     if not w:
         return None
     scheme = meta.get("dtype") or "bf16"
-    return CalibrationTable(name, int(meta["E"]), int(meta["N"]), scheme, w, d)
+    return CalibrationTable(name, int(meta["E"]), int(meta["N"]), scheme, w, d, str(meta.get("device") or ""))
 
 
 @dataclass(frozen=True)
@@ -105,10 +108,12 @@ def _nearest(keys: Sequence[int], M: int) -> int:
 
 
 def ratio_for(cal: Sequence[CalibrationTable], E: int, N: int, scheme: str, M: int,
-              tuned: bool) -> tuple[float, Optional[str]]:
+              tuned: bool, device: Optional[str] = None) -> tuple[float, Optional[str]]:
     """Measured/floor ratio of the most similar measured table at the nearest batch size:
     its winner's when the layout's table exists, the default heuristic's when it does not
-    (the engine then runs the default). (1.0, None) without any measured table."""
+    (the engine then runs the default). Tables measured on `device` (the file names' device
+    part) come first, whatever their shape: a ratio carries over between shapes of one card
+    better than between cards. (1.0, None) without any measured table."""
     if not cal:
         return 1.0, None
     eight = scheme in ("fp8_w8a8", "int8_w8a8")
@@ -117,7 +122,7 @@ def ratio_for(cal: Sequence[CalibrationTable], E: int, N: int, scheme: str, M: i
         d = abs(math.log(c.E / E)) + abs(math.log(c.N / N))
         return d + (2.0 if (c.scheme in ("fp8_w8a8", "int8_w8a8")) != eight else 0.0)
 
-    c = min(cal, key=lambda c: (distance(c), c.name))
+    c = min(cal, key=lambda c: (device is not None and c.device != device, distance(c), c.name))
     ratios = c.default_ratio if (not tuned and c.default_ratio) else c.winner_ratio
     return ratios[_nearest(list(ratios), M)], c.name
 
@@ -138,6 +143,7 @@ class Memory:
     parts: dict[str, int]  # `other` by part
     unknown: tuple[str, ...]  # parts the model's facts do not describe (counted as 0)
     capacity: int  # the GPU's memory
+    utilization: float = MEMORY_UTILIZATION  # the engine's gpu_memory_utilization
 
     @property
     def total(self) -> int:
@@ -149,7 +155,7 @@ class Memory:
 
     @property
     def fits(self) -> bool:
-        return self.total <= MEMORY_UTILIZATION * self.capacity
+        return self.total <= self.utilization * self.capacity
 
     def gib(self) -> dict:
         r = lambda b: round(b / GiB, 2)  # noqa: E731
@@ -237,12 +243,12 @@ def other_bytes(model: ModelSpec, res: Resolution, tp: int) -> tuple[dict[str, i
     return {k: int(v) for k, v in parts.items()}, tuple(unknown)
 
 
-def memory(res: Resolution, card: Card) -> Memory:
+def memory(res: Resolution, card: Card, utilization: float = MEMORY_UTILIZATION) -> Memory:
     worst = max(res.devices, key=lambda dp: (dp.num_local_experts, dp.N))
     experts = expert_bytes(res, worst.num_local_experts, worst.N) * (res.model.num_moe_layers or
                                                                       res.model.num_hidden_layers)
     parts, unknown = other_bytes(res.model, res, res.layout.tp)
-    return Memory(experts, sum(parts.values()), parts, unknown, card.memory_bytes)
+    return Memory(experts, sum(parts.values()), parts, unknown, card.memory_bytes, utilization)
 
 
 # --------------------------------------------------------------------------------------
@@ -329,8 +335,12 @@ class PlanRequest:
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
     link_gbps: float = DEFAULT_LINK_GBPS
     node_link_gbps: float = DEFAULT_NODE_LINK_GBPS
+    gpu_memory_utilization: float = MEMORY_UTILIZATION
+    context_len: int = DEFAULT_CONTEXT_LEN
+    kv_cache_dtype: str = "auto"
 
     def __post_init__(self):
+        check_kv_options(self.gpu_memory_utilization, self.context_len, self.kv_cache_dtype)
         # bounded before anything loops over the divisors of --gpus or over the batch sizes
         check_int("--gpus", self.gpus, 1, MAX_WORLD, PlanError)
         if self.gpus_per_node is not None:
@@ -403,6 +413,12 @@ class LayoutPlan:
     comm: Comm
     comm_us: dict[int, float]  # all MoE layers, per batch size
     tables: tuple[TableNeed, ...]
+    kv: KvCapacity
+
+    @property
+    def fits(self) -> bool:
+        """Weights within the budget and room for one sequence of KV cache at the context length."""
+        return self.memory.fits and self.kv.sequences >= 1
 
     @property
     def source(self) -> str:
@@ -419,7 +435,8 @@ class LayoutPlan:
         lay = self.res.layout
         return {
             "tp": lay.tp, "dp": lay.dp, "ep": lay.use_ep, "placement": lay.placement if lay.use_ep else None,
-            "fits": self.memory.fits, "memory_gib": self.memory.gib(),
+            "fits": self.fits, "weights_fit": self.memory.fits, "memory_gib": self.memory.gib(),
+            "kv_cache": self.kv.to_dict(),
             "moe_us": {str(M): round(v, 1) for M, v in self.moe_us.items()},
             "moe_source": self.source,
             "comm_bytes_per_token": round(self.comm.bytes_per_token, 1),
@@ -456,7 +473,8 @@ def plan_layout(res: Resolution, card: Card, req: PlanRequest, data: TuningData,
             if M in t.measured:
                 us = t.measured[M]
             else:
-                ratio, name = ratio_for(data.calibration, t.spec.E, t.spec.N, t.spec.scheme, M, t.path is not None)
+                ratio, name = ratio_for(data.calibration, t.spec.E, t.spec.N, t.spec.scheme, M, t.path is not None,
+                                        card.key)
                 us = floor_us(t.spec, model.num_experts, M, card) * ratio
                 src = "modelled"
                 if name and name not in used:
@@ -465,7 +483,10 @@ def plan_layout(res: Resolution, card: Card, req: PlanRequest, data: TuningData,
         moe_us[M], sources[M] = worst * layers, src
     comm = communication(res, req.per_node, req.link_gbps, req.node_link_gbps)
     comm_us = {M: comm.us(M) * layers for M in req.batch_sizes}
-    return LayoutPlan(res, memory(res, card), moe_us, sources, tuple(used), comm, comm_us, tuple(needs))
+    mem = memory(res, card, req.gpu_memory_utilization)
+    kv = kv_capacity(res, mem.total, card.memory_bytes, req.gpu_memory_utilization, req.context_len,
+                     req.kv_cache_dtype)
+    return LayoutPlan(res, mem, moe_us, sources, tuple(used), comm, comm_us, tuple(needs), kv)
 
 
 @dataclass(frozen=True)
@@ -487,6 +508,8 @@ class Plan:
                        "why": self.card_reason},
             "gpus_per_node": self.request.per_node,
             "batch_sizes": list(self.request.batch_sizes),
+            "gpu_memory_utilization": self.request.gpu_memory_utilization,
+            "context_len": self.request.context_len, "kv_cache_dtype": self.request.kv_cache_dtype,
             "link_gbps": self.request.link_gbps, "node_link_gbps": self.request.node_link_gbps,
             "ranking": RANKING,
             "invalid_layouts": list(self.invalid),
@@ -507,6 +530,6 @@ def make_plan(model: ModelSpec, card: Card, card_reason: str, req: PlanRequest, 
     if find is not None:
         data = find(good)
     plans = [plan_layout(r, card, req, data, profile) for r in good]
-    order = sorted(range(len(plans)), key=lambda i: (not plans[i].memory.fits, round(plans[i].score_us, 1),
-                                                     -plans[i].memory.free, i))
+    order = sorted(range(len(plans)), key=lambda i: (not plans[i].fits, round(plans[i].score_us, 1),
+                                                     -plans[i].kv.tokens, -plans[i].memory.free, i))
     return Plan(model, card, card_reason, req, tuple(plans[i] for i in order), tuple(bad))

@@ -75,7 +75,20 @@ def find_runs(folder: Path, vs: Optional[Path] = None) -> tuple[list[TableRun], 
     return runs, skipped
 
 
-def draw(run: TableRun, png: Path, vs_label: str = "other") -> None:
+ABOVE_FLOOR_NOTE = ("above 100%: faster than the floor, which is a model (uniform routing, the measured copy "
+                    "bandwidth, dense matmul peak), not a law")
+
+
+def chart_title(run: TableRun, here: str, vs_label: Optional[str], width: int = 80) -> str:
+    """The chart's title, wrapped so no line is wider than the figure holds at its font size."""
+    import textwrap
+
+    what = f"winner in {here} vs the default heuristic" + (f" vs winner in {vs_label}" if vs_label else "")
+    lines = [run.name, f"{run.card} ({run.shape})", what]
+    return "\n".join(textwrap.fill(x, width, break_long_words=False, break_on_hyphens=False) for x in lines)
+
+
+def draw(run: TableRun, png: Path, vs_label: str = "other", here: str = "this folder") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,7 +98,7 @@ def draw(run: TableRun, png: Path, vs_label: str = "other") -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=FIG_INCHES, dpi=DPI, sharex=True,
                                       gridspec_kw={"height_ratios": [3, 2]})
     win = [run.points[M].winner_us for M in Ms]
-    top.plot(Ms, win, "o-", color="tab:blue", label="tuned winner")
+    top.plot(Ms, win, "o-", color="tab:blue", label=f"winner in {here}")
     dM = [M for M in Ms if run.points[M].default_us]
     if dM:
         top.plot(dM, [run.points[M].default_us for M in dM], "s--", color="tab:orange", label="default heuristic")
@@ -94,14 +107,14 @@ def draw(run: TableRun, png: Path, vs_label: str = "other") -> None:
         top.plot(fM, [run.points[M].floor_us for M in fM], ":", color="gray", label="roofline floor")
     if run.vs:
         vM = [M for M in sorted(run.vs) if run.vs[M].winner_us]
-        top.plot(vM, [run.vs[M].winner_us for M in vM], "^-", color="tab:green", label=f"winner in {vs_label}")
+        top.plot(vM, [run.vs[M].winner_us for M in vM], "^-", color="tab:green", label=f"winner in {vs_label} (--vs)")
     top.set_xscale("log", base=2)
     top.set_yscale("log")
     top.set_ylabel("time per MoE layer call (µs)")
     top.grid(True, which="both", alpha=0.3)
     top.legend(loc="upper left", fontsize=9)
-    top.set_title(f"{run.name}\n{run.card}: tuned winner vs the default heuristic ({run.shape})", fontsize=9)
-    for label, times, style in (("tuned winner", {M: run.points[M].winner_us for M in Ms}, "o-"),
+    top.set_title(chart_title(run, here, vs_label if run.vs else None), fontsize=8)
+    for label, times, style in ((f"winner in {here}", {M: run.points[M].winner_us for M in Ms}, "o-"),
                                 ("default heuristic", {M: run.points[M].default_us for M in dM}, "s--")):
         xs = [M for M in times if run.points[M].floor_us]
         if xs:
@@ -114,8 +127,11 @@ def draw(run: TableRun, png: Path, vs_label: str = "other") -> None:
     bottom.set_xlabel("batch size M (tokens)")
     bottom.grid(True, which="both", alpha=0.3)
     bottom.legend(loc="lower right", fontsize=9)
-    bottom.set_xticks(Ms)
-    bottom.set_xticklabels([str(M) for M in Ms], rotation=45, fontsize=8)
+    if max(fractions, default=0) > 100:
+        bottom.text(0.01, 0.03, ABOVE_FLOOR_NOTE, transform=bottom.transAxes, fontsize=7, color="dimgray")
+    ticks = sorted(set(Ms) | {M for M in (run.vs or {}) if run.vs[M].winner_us})  # both folders' batch sizes
+    bottom.set_xticks(ticks)
+    bottom.set_xticklabels([str(M) for M in ticks], rotation=45, fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=DPI)
     plt.close(fig)
@@ -130,7 +146,8 @@ def index_markdown(runs: list[TableRun], pngs: list[str], skipped: list[str], fo
     out = [f"# Tuning tables in `{folder}`", "",
            "Times are the median of the `confirm` phase (else `screen`) in the CSV beside each table, in µs per "
            "MoE layer call; floor = max(bytes / bandwidth, flops / peak) as the tuner computed it; "
-           "of roofline = floor / winner time." + (f" `vs` = the winner of the same table in `{vs}`." if vs else ""),
+           "of roofline = floor / winner time (" + ABOVE_FLOOR_NOTE + ")."
+           + (f" `vs` = the winner of the same table in `{vs}`." if vs else ""),
            ""]
     for run, png in zip(runs, pngs):
         out += [f"## {run.name}", "", f"![{run.shape}]({png})", "",
@@ -174,7 +191,7 @@ def write_report(folder: Path, out: Path, vs: Optional[Path] = None) -> Path:
         pngs = []
         for run in runs:
             png = run.name.removesuffix(".json").replace("[", "").replace("]", "").replace(",", "_") + ".png"
-            draw(run, made.new_file(out / png), vs.name if vs else "other")
+            draw(run, made.new_file(out / png), vs.name if vs else "other", folder.name or str(folder))
             pngs.append(png)
         index = made.new_file(out / "index.md")
         index.write_text(index_markdown(runs, pngs, skipped, folder, vs), encoding="utf-8")

@@ -132,16 +132,17 @@ def diff_paths(a: str | os.PathLike, b: str | os.PathLike) -> Diff:
     return Diff(str(pa), str(pb), tables, tuple(sorted(set(ta) - set(tb))), tuple(sorted(set(tb) - set(ta))))
 
 
-def describe(d: Diff) -> list[str]:
-    """The human report, one line per fact."""
+def describe(d: Diff, wide: bool = True) -> list[str]:
+    """The human report, one line per fact; `wide` False: a table's file name on a line of its own
+    and its summary under it (for a narrow terminal)."""
     lines = []
     for t in d.tables:
         n = len(t.entries)
-        head = (f"{t.file_name}: {t.count(CHANGED)} of {n} batch size(s) changed, {t.count(ONLY_A)} only in A, "
+        head = (f"{t.count(CHANGED)} of {n} batch size(s) changed, {t.count(ONLY_A)} only in A, "
                 f"{t.count(ONLY_B)} only in B")
         if t.triton_a != t.triton_b:
             head += f"; triton_version {t.triton_a} -> {t.triton_b}"
-        lines.append(head)
+        lines.extend([f"{t.file_name}: {head}"] if wide else [t.file_name, f"  {head}"])
         for e in t.entries:
             if e.change == CHANGED:
                 knobs = ", ".join(f"{k} {va} -> {vb}" for k, (va, vb) in e.knobs.items())
@@ -151,9 +152,9 @@ def describe(d: Diff) -> list[str]:
             elif e.change == ONLY_B:
                 lines.append(f"  M={e.M}: only in B ({e.b.short()})")
     for name in d.only_a:
-        lines.append(f"{name}: only in A")
+        lines.extend([f"{name}: only in A"] if wide else [name, "  only in A"])
     for name in d.only_b:
-        lines.append(f"{name}: only in B")
+        lines.extend([f"{name}: only in B"] if wide else [name, "  only in B"])
     lines.append("identical" if d.identical else
                  f"{sum(1 for t in d.tables if not t.identical) + len(d.only_a) + len(d.only_b)} table(s) differ")
     return lines

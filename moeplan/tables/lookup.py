@@ -53,3 +53,16 @@ def locate_table(file_name: str, tuned_dirs: Sequence[str], env: Mapping[str, st
     if source == "tuned" and found != engine_loads:
         export = f"export {ENV_TUNED_FOLDER}={shlex.quote(os.path.dirname(os.path.abspath(found)))}"
     return {"found": found, "source": source, "engine_loads": engine_loads, "export": export, "tried": tried}
+
+
+def check_tuned_dirs(tuned_dirs: Sequence[str], option: str = "--tuned-dir") -> None:
+    """A folder the user named explicitly must be one: a typo is an error, never an empty lookup."""
+    from moeplan.base.errors import TableError
+    from moeplan.base.safeio import check_path, shown
+
+    for d in tuned_dirs:
+        check_path(option, d, "a folder of tuning tables")
+        if not os.path.isdir(d):
+            what = "is not a folder" if os.path.exists(d) else "does not exist"
+            raise TableError(f"{option} {shown(d)} {what}; pass a folder of tuning tables (or leave {option} out: "
+                             "./tuned, then moeplan's shipped tables)")

@@ -128,6 +128,11 @@ def worker_main(conn, gpu: Optional[int], job: dict, restart_every: int) -> None
 
 # ---- the pool (parent side) -----------------------------------------------------------------
 
+def _where(gpu: Optional[int]) -> str:
+    """How a log line names a worker: `GPU 3`, or `the interpreter` (--interpret has no GPU)."""
+    return "the interpreter" if gpu is None else f"GPU {gpu}"
+
+
 @dataclass
 class _Slot:
     gpu: Optional[int]
@@ -233,7 +238,7 @@ class WorkerPool:
                 for M, phase in task.points:
                     if (M, phase) not in slot.done_points:
                         finish_point(task, M, phase, {"status": status, "error": why}, slot.gpu)
-                self.log(f"GPU {slot.gpu}: {task.config.short()} {status}: {why}")
+                self.log(f"{_where(slot.gpu)}: {task.config.short()} {status}: {why}")
             for tid in reversed([t for t in slot.sent if t != slot.current]):
                 pending.appendleft(by_id[tid])
             self._kill(slot)
@@ -284,7 +289,7 @@ class WorkerPool:
                     elif not s.ready and s.current is None and not s.sent:
                         self.setup_failures += 1
                         if self.setup_failures > 3 * len(self.slots):
-                            raise TuneError(f"the measuring worker on GPU {s.gpu} failed to start "
+                            raise TuneError(f"the measuring worker on {_where(s.gpu)} failed to start "
                                             f"(exit code {code}): {s.status}")
                         self._kill(s)
                         self._spawn(s)
@@ -294,7 +299,7 @@ class WorkerPool:
                     if s.current is not None:
                         lose_slot(s, "timeout", f"no result within {self.point_timeout_s:.0f} s")
                     elif not s.ready:
-                        raise TuneError(f"the measuring worker on GPU {s.gpu} did not start within "
+                        raise TuneError(f"the measuring worker on {_where(s.gpu)} did not start within "
                                         f"{self.setup_timeout_s:.0f} s")
                     else:
                         s.deadline = now + self.point_timeout_s
@@ -313,7 +318,7 @@ class WorkerPool:
             self.on_status(s.index, "ready")
         elif kind == "fatal":
             s.status = msg[1].splitlines()[0] if msg[1] else "set-up failed"
-            raise TuneError(f"the measuring worker on GPU {s.gpu} could not set up the job: {s.status}")
+            raise TuneError(f"the measuring worker on {_where(s.gpu)} could not set up the job: {s.status}")
         elif kind == "begin":
             s.current = msg[1]
             s.done_points = set()
