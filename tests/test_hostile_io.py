@@ -207,6 +207,7 @@ def test_plan_and_matrix_print_user_strings_literally(tmp_path, monkeypatch):
     model.mkdir(parents=True)
     (model / "config.json").write_text(json.dumps(dict(TINY, _name_or_path="[bold]evil\x1b[2J",
                                                        num_attention_heads=4, num_key_value_heads=2)))
+    (tmp_path / "[red]dir").mkdir()  # a --tuned-dir must exist (a missing one is an error)
     r = CliRunner().invoke(app, ["plan", "[b]m[/b]", "--gpus", "1", "--tuned-dir", "[red]dir"])
     assert r.exit_code == 0, r.output
     assert r.stdout.startswith("[bold]evil\\x1b[2J ([bold]evil\\x1b[2j) on 1 x") and "\x1b" not in r.stdout
@@ -237,7 +238,7 @@ def test_report_removes_what_it_made_when_drawing_fails(tmp_path, monkeypatch):
     keep.mkdir()
     (keep / "old.png").write_text("a user's file")
 
-    def broken(run, png, vs_label="other"):
+    def broken(run, png, *_labels):
         png.write_bytes(b"half a picture")
         raise OSError(28, "No space left on device")
 

@@ -290,7 +290,10 @@ def test_help_names_real_engine_profiles():
     from moeplan.engines.registry import PROFILES
 
     out = run("plan", "--help", columns=200).stdout
-    assert "vllm-0.10" not in out and all(p in out for p in PROFILES)
+    vllm = [n for n, p in PROFILES.items() if p.engine == "vllm"]
+    assert "vllm-0.10" not in out and len(vllm) >= 3 and all(p in out for p in vllm)
+    sgl = run("plan", "deepseek-v3", "--gpus", "8", "--engine", "sglang-0.5.23")  # not planned yet: one line
+    assert sgl.exit_code == 2 and sgl.stdout == "" and "plan models vLLM's tables only" in sgl.stderr
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert "vllm-0.10" not in readme
 

@@ -31,7 +31,7 @@ def plan(
                                         "(repeatable; default: moeplan's tuned/)."),
     engine: Optional[str] = typer.Option(None, "--engine", help="Engine profile (vllm-0.12, vllm-0.25, vllm-0.33; default: "
                                          "the installed vllm's, else the newest): its default-config heuristic is "
-                                         "what a layout without a table runs."),
+                                         "what a layout without a table runs. SGLang profiles are not planned yet."),
     link_gbps: float = typer.Option(3600.0, "--link-gbps", help="Link bandwidth inside a node, Gbit/s per GPU and "
                                     "direction (default 3600: NVLink 4, 450 GB/s)."),
     node_link_gbps: float = typer.Option(400.0, "--node-link-gbps", help="Link bandwidth between nodes, Gbit/s per "

@@ -50,7 +50,7 @@ def plan_model(model: str, req, device_name: Optional[str] = None, gpu_mem: Opti
     ./tuned, then moeplan's shipped tables) under `env` (None: this process's environment)."""
     import os
 
-    from moeplan.engines.registry import choose_profile
+    from moeplan.engines.registry import PROFILES, choose_profile
     from moeplan.model.load import load_model
     from moeplan.planner.hardware import card_for
     from moeplan.planner.plan import TuningData, make_plan
@@ -60,6 +60,11 @@ def plan_model(model: str, req, device_name: Optional[str] = None, gpu_mem: Opti
     card, why = card_for(device_name, gpu_mem)  # every option before the model is read
     spec = load_model(model)
     choice = choose_profile(engine)
+    if choice.profile.engine != "vllm":  # the planner models vLLM's table names and lookup only
+        from moeplan.base.errors import PlanError
+        raise PlanError(f"--engine {choice.profile.name}: plan models vLLM's tables only for now; valid: "
+                        f"{', '.join(n for n, p in PROFILES.items() if p.engine == 'vllm')} (for SGLang's file "
+                        f"names use moeplan resolve --engine {choice.profile.name})")
     dirs = list(tuned_dirs) or default_tuned_dirs()
     env = dict(os.environ if env is None else env)
     result = make_plan(spec, card, why, req, TuningData(), choice.profile,
