@@ -10,6 +10,11 @@ import sys
 
 import pytest
 
+# Output is laid out for $COLUMNS (moeplan.cli.render.terminal_width). pytest-xdist's workers set
+# COLUMNS=80; a test that wants a width passes it to the CliRunner itself, so every run (serial or
+# `-n 2`) lays out the rest the same way: as a pipe does, with no COLUMNS.
+os.environ.pop("COLUMNS", None)
+
 _PROBE = """
 import os
 os.environ["TRITON_INTERPRET"] = "1"

@@ -174,7 +174,7 @@ def test_models_prints_preset_names_literally(tmp_path):
     (tmp_path / "tiny.json").write_text(json.dumps(preset))
     from moeplan.model.spec import clear_preset_cache
     clear_preset_cache()
-    r = CliRunner().invoke(app, ["models"], env={"MOEPLAN_PRESETS_DIR": str(tmp_path)})
+    r = CliRunner().invoke(app, ["models", "--wide"], env={"MOEPLAN_PRESETS_DIR": str(tmp_path)})
     clear_preset_cache()
     assert r.exit_code == 0, r.output
     assert "[bold]org[/bold]/tiny" in r.stdout

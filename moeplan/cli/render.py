@@ -262,15 +262,24 @@ def _print_sglang_tables(console_, data: dict, tag: dict) -> None:
             _sglang_where(console_, {**d, "_batch_size": data["batch_size"]}, lay, True)
 
 
-def print_models(rows: list[dict]) -> None:
-    from rich.table import Table
-
-    t = Table(title=f"{len(rows)} model presets")
+def print_models(rows: list[dict], wide: bool = False) -> None:
+    """The presets as a table that fits the width: alias, experts and widths always; the repo id,
+    checkpoint and the rest while there is room (a line names what --wide adds)."""
+    con = console(wide)
+    title = f"{len(rows)} model presets"
     if not rows:
-        console().print(t)
+        con.print(title)
         return
-    for col in rows[0]:
-        t.add_column(str(col), overflow="fold")
-    for r in rows:
-        t.add_row(*("-" if v is None else user_text(v) for v in r.values()))
-    console().print(t)
+    # keep: None never leaves; lower numbers leave first when the table is too wide
+    keep = {"repo_id": 1, "moe_layers": 2, "shared_experts": 3, "quantization": 4, "hidden": 5}
+    numeric = {"experts", "top_k", "hidden", "expert_width"}
+    from moeplan.model.load import PRESET_COLUMNS
+
+    headers = dict(PRESET_COLUMNS)
+    cols = [{"header": headers.get(k, str(k)), "keep": keep.get(k),
+             "justify": "right" if k in numeric else "left"} for k in rows[0]]
+    body = [["-" if v is None else user_text(v) for v in r.values()] for r in rows]
+    t, left = fit_table(con, title, cols, body, wide)
+    con.print(t)
+    if left:
+        con.print(left_out_line(left))

@@ -52,7 +52,8 @@ def resolve(
         print_resolution(data, wide)
 
 
-def models(as_json: bool = typer.Option(False, "--json", help="Print the presets as a JSON list.")):
+def models(as_json: bool = typer.Option(False, "--json", help="Print the presets as a JSON list."),
+           wide: bool = typer.Option(False, "--wide", help="Every column in full boxes, whatever the terminal's width.")):
     """List the model presets (usable as MODEL by resolve and tune)."""
     from moeplan.model.spec import list_presets
 
@@ -62,5 +63,5 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print the presets
     from moeplan.cli.render import print_models
     from moeplan.model.load import preset_rows
 
-    print_models(preset_rows())
+    print_models(preset_rows(), wide)
 
