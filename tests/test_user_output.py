@@ -208,6 +208,10 @@ def test_kv_bytes_per_token_match_published_figures():
     assert kv_per_token(load_model("deepseek-v3"), 8, "bfloat16", "auto")[0] == 70_272  # replicated over TP
     assert gqa_bytes_per_token(80, 8, 128, 2) == 327_680
     assert gqa_bytes_per_token(126, 8, 128, 2) == 516_096
+    # "The weight of remembering" (future-shock.ai): Llama 3 8B 128 KiB, DeepSeek-V3 69 KiB per token;
+    # a llama.cpp user's DeepSeek-V3.2 at 2^20 tokens: 68.625 GiB (provide.ai)
+    assert gqa_bytes_per_token(32, 8, 128, 2) == 128 * 1024
+    assert round(70_272 / 1024) == 69 and 70_272 * 2**20 / 2**30 == 68.625
     # DeepSeek-V2 paper (arXiv:2405.04434), Table 1: MLA caches (d_c + d_h^R) l = 4.5 d_h l values
     v2 = load_model("deepseek-v2")
     assert kv_per_token(v2, 1, "bfloat16", "auto")[0] == 4.5 * 128 * v2.num_hidden_layers * 2
