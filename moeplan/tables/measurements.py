@@ -71,18 +71,27 @@ def _header(text: str, source: str) -> list[str]:
     return fields or []
 
 
-def _rows(text: str, source: str):
-    """(line number, row dict) of a CSV, every field at most MAX_CSV_FIELD characters."""
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+def _rows(text: str, source: str, columns: tuple[str, ...]):
+    """(line number, the row's values of `columns`, '' where the row lacks one) of a CSV whose
+    every field is at most MAX_CSV_FIELD characters. A csv.reader and column indexes, not a dict
+    per row: `plan` reads every tuning CSV of the lookup folders (thousands of rows each)."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    # no line longer than the cap holds no field longer than it (the exact check is for the rest)
+    check_fields = bool(text) and max(map(len, text.splitlines())) > MAX_CSV_FIELD
     try:
-        fields = reader.fieldnames
+        fields = next(reader, None) or []
+        index = [fields.index(c) if c in fields else None for c in columns]
         for row in reader:
-            long = next((v for v in row.values() if isinstance(v, str) and len(v) > MAX_CSV_FIELD), None)
-            if long is not None or None in row:
-                what = (f"a field of {len(long):,} characters; the limit is {MAX_CSV_FIELD:,}" if long is not None
-                        else f"more fields than the {len(fields or [])} columns")
-                raise _fail(source, reader.line_num, what)
-            yield reader.line_num, row
+            if check_fields:
+                long = next((v for v in row if len(v) > MAX_CSV_FIELD), None)
+                if long is not None:
+                    raise _fail(source, reader.line_num,
+                                f"a field of {len(long):,} characters; the limit is {MAX_CSV_FIELD:,}")
+            if len(row) > len(fields):
+                raise _fail(source, reader.line_num, f"more fields than the {len(fields)} columns")
+            if not row:
+                continue
+            yield reader.line_num, [row[i] if i is not None and i < len(row) else "" for i in index]
     except csv.Error as e:
         raise _fail(source, reader.line_num, f"not valid CSV ({printable(e)})") from None
 
@@ -101,20 +110,21 @@ def parse_tuning_csv(text: str, source: str = "<csv>") -> dict[int, CsvPoint]:
         has = printable(", ".join(fieldnames or []))
         raise PlanError(f"measurements CSV {source} lacks the columns {', '.join(sorted(need))} (has: "
                         f"{has[:200] + '...' if len(has) > 200 else has})")
-    for line, row in _rows(text, source):
-        m_text = (row.get("batch_size") or "").strip()
+    cols = ("batch_size", "floor_us", "median_us", "phase", "is_winner", "is_default")
+    for line, (m_text, floor, median, phase, winner, default) in _rows(text, source, cols):
+        m_text = m_text.strip()
         if not _INT_RE.fullmatch(m_text) or not 1 <= int(m_text) <= MAX_BATCH:
             raise _fail(source, line, f"batch_size {shown(m_text)} is not a batch size; valid: an integer in "
                                       f"1..{MAX_BATCH}")
         M = int(m_text)
-        f = _num(row.get("floor_us"), "floor_us", source, line)
+        f = _num(floor, "floor_us", source, line)
         if f is not None:
             floors[M] = f
-        us, r = _num(row.get("median_us"), "median_us", source, line), rank.get(row.get("phase") or "", 0)
+        us, r = _num(median, "median_us", source, line), rank.get(phase, 0)
         if us is None or r == 0:
             continue
-        for kind, col in (("winner", "is_winner"), ("default", "is_default")):
-            if _flag(row.get(col, "")) and r >= best.get((M, kind), (0, 0.0))[0]:
+        for kind, flag in (("winner", winner), ("default", default)):
+            if _flag(flag) and r >= best.get((M, kind), (0, 0.0))[0]:
                 best[(M, kind)] = (r, us)
     Ms = sorted({M for M, _ in best} | set(floors))
     return {M: CsvPoint(best.get((M, "winner"), (0, None))[1], best.get((M, "default"), (0, None))[1],
@@ -143,4 +153,4 @@ def engine_profiles(path) -> Optional[set[str]]:
     text = safeio.read_text(p, "measurements CSV", MAX_CSV_BYTES, PlanError)
     if "engine_profile" not in _header(text, shown(p)):
         return None
-    return {row["engine_profile"] for _, row in _rows(text, shown(p)) if row.get("engine_profile")}
+    return {v for _, (v,) in _rows(text, shown(p), ("engine_profile",)) if v}
