@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,16 @@ def test_each_package_says_what_it_holds_and_may_import(package):
     doc = (mod.__doc__ or "").lower()
     assert len(doc) > 80, f"moeplan.{package} has no docstring saying what it holds"
     assert "import" in doc, f"moeplan.{package}'s docstring does not say what it may import"
+
+
+@pytest.mark.parametrize("package", LAYERS)
+def test_each_package_docstring_names_its_modules(package):
+    # the folder listing is the architecture: a module the package's docstring does not name is one
+    # a newcomer cannot place
+    doc = importlib.import_module(f"moeplan.{package}").__doc__ or ""
+    modules = sorted(p.stem for p in (ROOT / package).glob("*.py") if p.stem != "__init__")
+    unnamed = [m for m in modules if not re.search(rf"(`{m}`|^\s+{m}\s)", doc, re.M)]
+    assert not unnamed, f"moeplan.{package}'s docstring does not name {unnamed}"
 
 
 def test_no_module_over_600_lines_without_a_reason():

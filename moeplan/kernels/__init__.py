@@ -9,6 +9,8 @@ Modules (one op each, a pure-torch reference beside it):
   reference   `fused_experts_ref`, the float32 layer
   inputs      `make_moe_inputs`: realistic inputs for a shape
   runner      `MoeRunner`: preallocated, CUDA-graph capturable layer for the tuner
+  _common     small shared helpers (cdiv, dtypes, the interpreter switch)
+  testing     helpers the kernel tests share (tolerances, NaN-poisoned buffers)
 
 Importing this package is cheap; torch and triton load on first use of a name.
 
