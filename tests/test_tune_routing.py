@@ -67,3 +67,25 @@ def test_checkpoint_ignores_a_torn_last_line(tmp_path):
     ck2.append([r1])  # the next record starts on a fresh line
     ck2.close()
     assert ck2.load_records() == [r1, r2, r1]
+
+
+def test_merged_shared_expert_is_hit_by_every_token_and_routed_part_stays_uniform():
+    from moeplan.tune.routing import RoutingSpec, make_pools
+    E, k = 16, 4  # 16 routed + 1 merged shared (id 16), top-(4+1)
+    pools = make_pools(RoutingSpec("uniform"), [64], E + 1, k + 1, seed=3, draws=8, merged_shared=1)
+    ids, w = pools[64]
+    assert ids.shape == (8, 64, k + 1) and w.shape == (8, 64, k + 1)
+    # every token hits the shared expert exactly once, in its last slot
+    assert ((ids == E).sum(dim=-1) == 1).all()
+    assert (ids[..., -1] == E).all()
+    # the routed part: ids over the E routed experts only, distinct per token, close to uniform
+    routed = ids[..., :k]
+    assert int(routed.min()) >= 0 and int(routed.max()) < E
+    assert (routed.sort(dim=-1).values.diff(dim=-1) > 0).all()
+    counts = torch.bincount(routed.reshape(-1).long(), minlength=E).float()
+    expect = 8 * 64 * k / E
+    assert float(counts.min()) > 0.6 * expect and float(counts.max()) < 1.4 * expect
+    # the routed part is the plain uniform pool over E with top-k
+    plain = make_pools(RoutingSpec("uniform"), [64], E, k, seed=3, draws=8)[64][0]
+    assert torch.equal(routed, plain)
+    assert torch.allclose(w.sum(dim=-1), torch.ones(8, 64))

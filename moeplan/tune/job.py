@@ -202,7 +202,8 @@ class TableJob:
         self.ckpt.start(self.identity)
         pools = self._saved_pools()
         if pools is None:  # none yet, or unreadable: drawn again from the seed (the same pools)
-            pools = make_pools(self.opts.routing, self.batch_sizes, self.E_global, self.spec.topk, self.opts.seed)
+            pools = make_pools(self.opts.routing, self.batch_sizes, self.E_global, self.spec.topk, self.opts.seed,
+                               merged_shared=getattr(self.spec, "merged_shared", 0))
             tmp = self.ckpt.routing_path.with_suffix(".tmp")
             torch.save(pools, tmp)
             os.replace(tmp, self.ckpt.routing_path)

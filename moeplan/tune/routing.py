@@ -10,6 +10,11 @@ experts under EP), R draws per batch size.
   FILE         captured topk ids: a .pt/.pth tensor, a .npy array or a JSON list of
                lists, shape (tokens, topk); each draw takes M random rows
 
+Merged shared experts (SGLang under TP, `merged_shared` n > 0): ids E..E+n-1 are the shared
+experts; each token's first topk-n slots are drawn as above over the E routed experts and the
+last n slots are the shared ids, so every token hits each shared expert exactly once (SGLang's
+routing), not uniform routing over E+n.
+
 Generated on the CPU with a seeded generator, saved in the checkpoint, so every worker
 and every resumed run measures the same routings.
 """
@@ -114,8 +119,22 @@ def _weights(M: int, topk: int, g: torch.Generator) -> torch.Tensor:
 
 
 def make_pools(spec: RoutingSpec, batch_sizes: Sequence[int], num_experts: int, topk: int,
-               seed: int = 0, draws: int = DEFAULT_DRAWS) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    """M -> (ids (R, M, topk) int32, weights (R, M, topk) float32)."""
+               seed: int = 0, draws: int = DEFAULT_DRAWS,
+               merged_shared: int = 0) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """M -> (ids (R, M, topk) int32, weights (R, M, topk) float32).
+
+    `num_experts` and `topk` include the `merged_shared` shared experts (ids at the top)."""
+    if merged_shared > 0:
+        routed = make_pools(spec, batch_sizes, num_experts - merged_shared, topk - merged_shared, seed, draws)
+        out = {}
+        for M, (ids, w) in routed.items():
+            R = ids.shape[0]
+            shared = torch.arange(num_experts - merged_shared, num_experts, dtype=torch.int32).expand(R, M, -1)
+            sw = torch.full((R, M, merged_shared), 1.0, dtype=torch.float32)
+            ws = torch.cat([w, sw], dim=-1)
+            out[M] = (torch.cat([ids, shared], dim=-1).contiguous(),
+                      (ws / ws.sum(dim=-1, keepdim=True)).float().contiguous())
+        return out
     g = torch.Generator()
     g.manual_seed(seed)
     captured = load_captured_ids(spec.path, topk, num_experts) if spec.kind == "file" else None
