@@ -239,13 +239,13 @@ def test_preset_rows():
 
 
 def test_preset_load_is_fast_and_cached():
-    t = time.perf_counter()
+    t = time.process_time()  # CPU seconds: a busy or parallel test run must not fail it
     first = list_presets()
-    assert time.perf_counter() - t < 0.25
-    t = time.perf_counter()
+    assert time.process_time() - t < 0.25
+    t = time.process_time()
     for _ in range(100):
         find_preset("deepseek-v3")
-    assert time.perf_counter() - t < 0.05
+    assert time.process_time() - t < 0.05
     assert list_presets() == first
 
 
@@ -980,8 +980,8 @@ def test_deepseek_rule_property(E, k, K, N, L, first, freq):
 
 def test_import_is_pure_and_fast():
     code = (
-        "import sys, time; t = time.perf_counter(); import moeplan.model.spec as m; "
-        "m.find_preset('deepseek-v3'); dt = time.perf_counter() - t; "
+        "import sys, time; t = time.process_time(); import moeplan.model.spec as m; "
+        "m.find_preset('deepseek-v3'); dt = time.process_time() - t; "
         "bad = [x for x in ('torch', 'triton', 'rich', 'typer', 'pandas', 'numpy') if x in sys.modules]; "
         "print(bad, dt)"
     )
