@@ -26,15 +26,17 @@ def matrix(
                                                         "missing and stale tables (one line, for $GITHUB_OUTPUT)."),
     missing_only: bool = typer.Option(False, "--missing-only", help="With --github: leave the stale tables out."),
     wide: bool = typer.Option(False, "--wide", help="One table with every column, whatever the terminal's width."),
+    gpus: int = typer.Option(8, "--gpus", min=1, max=4096, help="GPUs the tuning-time estimate divides the work over."),
 ):
     """Expand a matrix file to the distinct tables it needs: present, stale or missing, and who uses each."""
     if as_json and github:
         raise MoeplanError("--json and --github both given; pick one output")
-    from moeplan.fleet.status import github_include, matrix_rows
+    from moeplan.fleet.status import github_include, matrix_rows, tuning_estimate
     from moeplan.tables.lookup import check_tuned_dirs
 
     check_tuned_dirs(tuned_dir)
     data = matrix_rows(file, tuned_dir, shard)
+    est = tuning_estimate(data, gpus)
     if github:
         typer.echo(json.dumps({"include": github_include(data, stale=not missing_only)}))
         return
@@ -44,12 +46,13 @@ def matrix(
                    "used_by": [{"model": c.model, "layout": c.layout.to_dict(), "dtype": c.dtype}
                                for c in r["job"].used_by],
                    "command": r["command"]} for r in data["rows"]]
-        typer.echo(json.dumps({"tables": tables, "invalid": [i.to_dict() for i in data["invalid"]]}, indent=2))
+        typer.echo(json.dumps({"tables": tables, "invalid": [i.to_dict() for i in data["invalid"]],
+                               "estimate": est.to_dict() if est else None}, indent=2))
         return
-    _print_matrix(data, wide)
+    _print_matrix(data, wide, est)
 
 
-def _print_matrix(data: dict, wide: bool = False) -> None:
+def _print_matrix(data: dict, wide: bool = False, est=None) -> None:
     """Compact: one line per table (tag, status, who uses it), then each file name whole on its own
     line with where it was found or why it is stale. --wide: the table with every column."""
     from moeplan.cli.render import console, fit_table, indented, user_text
@@ -87,6 +90,12 @@ def _print_matrix(data: dict, wide: bool = False) -> None:
                 indented(con, user_text(x))
             if st.status != "present":
                 con.print(f"   make it: {user_text(r['command'])}", soft_wrap=True)
+    if est is not None:
+        from moeplan.fleet.estimate import HOW, fmt_duration
+
+        con.print(f"estimate: {est.tables} table(s) to tune (missing + stale): {fmt_duration(est.gpu_s)} GPU time, "
+                  f"{fmt_duration(est.wall_s)} on {est.gpus} GPU(s); from {est.samples} measured table(s): {HOW}",
+                  soft_wrap=True)
     for i in data["invalid"]:
         c = i.combination
         con.print(user_text(f"invalid: {c.model} {c.layout.label()} {c.dtype} on {c.device}: {i.reason}"),

@@ -39,7 +39,18 @@ def matrix_rows(path: str, tuned_dir: list[str], shard_text: Optional[str], engi
         st = staleness.table_status(j.file_name, dirs, os.environ, engine_dir, inst)
         rows.append({"job": j, "shard": f"{index[j.file_name]}/{len(jobs)}", "status": st,
                      "command": j.command(m, out_dir)})
-    return {"matrix": m, "rows": rows, "invalid": invalid, "total": len(jobs), "out_dir": out_dir}
+    return {"matrix": m, "rows": rows, "invalid": invalid, "total": len(jobs), "out_dir": out_dir, "dirs": dirs}
+
+
+def tuning_estimate(data: dict, gpus: int = 8):
+    """The GPU time to tune `data`'s missing and stale tables (see `moeplan.fleet.estimate`), from
+    the CSVs in its lookup folders; None when no CSV was measured."""
+    from moeplan.fleet.estimate import estimate, family, measured
+    from moeplan.engines.vllm import normalize_device_name
+
+    todo = [(normalize_device_name(r["job"].device), family(r["job"].spec.scheme, bool(r["job"].spec.block_shape)))
+            for r in data["rows"] if r["status"].status in ("missing", "stale")]
+    return estimate(todo, measured(data["dirs"]), gpus)
 
 
 class MatrixRun:
