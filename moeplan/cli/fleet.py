@@ -94,8 +94,7 @@ def _print_matrix(data: dict, wide: bool = False, est=None) -> None:
         from moeplan.fleet.estimate import HOW, fmt_duration
 
         con.print(f"estimate: {est.tables} table(s) to tune (missing + stale): {fmt_duration(est.gpu_s)} GPU time, "
-                  f"{fmt_duration(est.wall_s)} on {est.gpus} GPU(s); from {est.samples} measured table(s): {HOW}",
-                  soft_wrap=True)
+                  f"{fmt_duration(est.wall_s)} on {est.gpus} GPU(s); from {est.samples} measured table(s): {HOW}")
     for i in data["invalid"]:
         c = i.combination
         con.print(user_text(f"invalid: {c.model} {c.layout.label()} {c.dtype} on {c.device}: {i.reason}"),
