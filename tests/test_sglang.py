@@ -302,11 +302,69 @@ def test_sglang_space_refuses_bk_that_does_not_divide_the_block():
     assert plan_launch(v, small, 1, 16, 64).naive and not plan_launch(p, small, 1, 16, 64).naive
 
 
-def test_tune_for_sglang_refuses_rather_than_write_unread_tables(tmp_path):
-    r = runner.invoke(app, ["tune", "mixtral-8x7b", "--engine", ENG, "--out", str(tmp_path / "o"), "--interpret"])
-    assert r.exit_code == 2 and r.stdout == "" and r.stderr.count("\n") == 1
-    assert r.stderr.startswith(f"moeplan: error: tuning for {ENG} (--engine {ENG}) is not implemented yet")
-    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+# ---- tune --engine sglang-...: the pair SGLang loads (interpreter, deterministic cost model) ----------
+
+SGL_SPACE = {"BLOCK_SIZE_M": [16], "BLOCK_SIZE_N": [32, 64, 128], "BLOCK_SIZE_K": [64], "GROUP_SIZE_M": [1],
+             "num_warps": [4], "num_stages": [3]}  # holds SGLang's default at M <= E: {16, 32, 64, G1}
+
+
+@pytest.mark.interpreter
+def test_tune_writes_the_pair_sglang_loads(tiny_model, tmp_path, monkeypatch):
+    import pandas as pd
+    import triton
+
+    monkeypatch.setenv("MOEPLAN_TUNE_TIMER", "model")  # GEMM2's optimum (BN 128) differs from the layer's (BN 64)
+    monkeypatch.delenv("MOEPLAN_TUNE_FAULT", raising=False)
+    space, out = tmp_path / "space.json", tmp_path / "o"
+    space.write_text(json.dumps(SGL_SPACE))
+    args = ["tune", str(tiny_model), "--engine", ENG, "--interpret", "--batch-sizes", "2", "--search-space",
+            str(space), "--out", str(out), "--quiet"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    folder = out / "configs" / sglang.version_folder(triton.__version__)  # the Triton that was measured
+    up, down = "E=4,N=32,device_name=cpu_interpreter.json", "E=4,N=32,device_name=cpu_interpreter_down.json"
+    assert (folder / up).is_file() and (folder / down).is_file()
+    for name in (up, down):  # no triton_version key (SGLang int()s every key)
+        assert list(json.loads((folder / name).read_text())) == ["2"]
+    p_up, e_up = sglang_loads(str(out), triton.__version__, 4, 32, "cpu_interpreter")
+    p_dn, e_dn = sglang_loads(str(out), triton.__version__, 4, 32, "cpu_interpreter", down=True)
+    assert (p_up, p_dn) == (str(folder / up), str(folder / down))
+    # the up entry beat SGLang's default {16,32,64,G1} (BN 64), GEMM2's own entry beat the up entry
+    assert e_up[2] == {**CFG, "BLOCK_SIZE_K": 64}
+    assert e_dn[2] == {**CFG, "BLOCK_SIZE_N": 128, "BLOCK_SIZE_K": 64}  # BLOCK_SIZE_M tied to the up entry
+    df = pd.read_csv(folder / (up[:-5] + ".csv"))
+    dn = df[df.phase.str.startswith("down_")]
+    assert set(dn.phase) == {"down_screen", "down_confirm", "down_check", "down_ab"}
+    assert set(dn.table) == {down} and set(df[~df.phase.str.startswith("down_")].table) == {up}
+    won = dn[dn.is_winner & (dn.phase == "down_ab")].iloc[0]
+    assert won.config == KernelConfig(16, 128, 64, 1, 4, 3).short() and won.decision.startswith("winner: margin")
+    flat = " ".join(r.output.split())
+    assert "0 of 1 down entries repeat the up entry, 1 beat it in the A/B" in flat
+    assert f"export SGLANG_MOE_CONFIG_DIR={out}" in flat
+    # resolve finds both where tune wrote them
+    t = resolve_json(str(tiny_model), "--device-name", "cpu_interpreter", "--tuned-dir", str(out),
+                     "--triton-version", triton.__version__)["tables"][0]
+    assert (t["found"], t["source"], t["down"]["found"]) == (str(folder / up), "tuned", str(folder / down))
+    # the same command again: the pair is up to date, nothing is measured or written
+    before = {n: (folder / n).stat().st_mtime_ns for n in (up, down)}
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0 and "up to date" in " ".join(r.output.split()), r.output
+    assert before == {n: (folder / n).stat().st_mtime_ns for n in (up, down)}
+    # verify reads both under SGLang's rules
+    r = runner.invoke(app, ["verify", str(folder / up), str(folder / down)])
+    assert r.exit_code == 0, r.output
+
+
+def test_tune_refuses_a_down_table_without_its_up_table(tiny_model, tmp_path):
+    import triton
+
+    folder = tmp_path / "o" / "configs" / sglang.version_folder(triton.__version__)
+    folder.mkdir(parents=True)
+    (folder / "E=4,N=32,device_name=cpu_interpreter_down.json").write_text(json.dumps({"2": CFG}))
+    r = runner.invoke(app, ["tune", str(tiny_model), "--engine", ENG, "--interpret", "--batch-sizes", "2",
+                            "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.output
+    assert "exists without its up table" in r.stderr and "--force" in r.stderr
 
 
 def test_python_api_engine():

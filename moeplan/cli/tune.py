@@ -126,5 +126,12 @@ def _run_jobs(jobs, quiet: bool) -> int:
         out.print(f"{o.action}: {user_text(o.path)} ({user_text(o.message)}); measurements: {user_text(o.csv_path)}")
         if any(r.winner is None for r in o.rows):
             code = 1
+    sglang_out = [o for o in outcomes if o.engine.startswith("sglang")]
+    if sglang_out:  # the folder SGLang reads is the root above configs/triton_<X_Y_Z>/
+        from moeplan.engines.sglang import engine_config_dir
+        from moeplan.tables.sglang_lookup import serving_hint
+        root = sglang_out[0].path.parent.parent.parent
+        for line in serving_hint(str(root), sglang_out[0].engine, engine_config_dir(sglang_out[0].engine)):
+            out.print(user_text(line), soft_wrap=True, highlight=False)
     return code
 

@@ -34,9 +34,13 @@ def matrix_rows(path: str, tuned_dir: list[str], shard_text: Optional[str], engi
     if engine or m.engine:  # the tables are for that engine profile (--engine, else the matrix's): judge them so
         inst = staleness.Installation(inst.triton_version, engine or m.engine)
     engine_dir = engine_config_dir()
+    from moeplan.engines.registry import get_profile
+    if get_profile(inst.engine_profile).engine == "sglang":  # roots of configs/triton_*/, SGLang's own package
+        from moeplan.engines import sglang
+        engine_dir = sglang.engine_config_dir(inst.engine_profile)
     rows = []
     for j in chosen:
-        st = staleness.table_status(j.file_name, dirs, os.environ, engine_dir, inst)
+        st = staleness.table_status(j.file_name, dirs, os.environ, engine_dir, inst, j.spec.down_file_name)
         rows.append({"job": j, "shard": f"{index[j.file_name]}/{len(jobs)}", "status": st,
                      "command": j.command(m, out_dir)})
     return {"matrix": m, "rows": rows, "invalid": invalid, "total": len(jobs), "out_dir": out_dir, "dirs": dirs}

@@ -16,7 +16,8 @@ captured graph reads whatever was last written there. Typical use:
 
 `capture(gemms_only=True)` captures only the two grouped GEMMs (align and the
 activation come from the last full call), `with_config(cfg)` makes a runner for another
-config that shares the weights and the static inputs.
+config that shares the weights and the static inputs (`with_config(up, down_config=down)`:
+GEMM2 with its own config, as SGLang runs a `_down` table).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class MoeRunner:
                  topk_ids: torch.Tensor, config=None, quant: Optional[QuantConfig] = None,
                  activation: str = "silu", expert_map: Optional[torch.Tensor] = None,
                  w1_bias=None, w2_bias=None, _share: bool = False, variant: str = "faithful",
-                 fast=None, engine=None, capability=None, swap_ab=None):
+                 fast=None, engine=None, capability=None, swap_ab=None, down_config=None):
         shape = layer_shape(x, w1, w2, topk_ids, quant, expert_map)
         self.shape = shape
         self.w1, self.w2, self.quant, self.activation = w1, w2, quant, activation
@@ -52,8 +53,12 @@ class MoeRunner:
         self.config = _config_dict(config, shape.M, shape.E, shape.N, shape.K, shape.topk, quant, x.dtype,
                                    self.engine.heuristic)
         self.variant, self.fast = variant, fast
+        self.down_config = down_config  # GEMM2's own config (SGLang `_down`); None: GEMM2 runs `config`
         self.plan = LayerPlan(shape, x.dtype, x.device, self.config, quant, activation, w1_bias, w2_bias,
-                              variant, fast, engine=self.engine, capability=capability, swap_ab=swap_ab)
+                              variant, fast, engine=self.engine, capability=capability, swap_ab=swap_ab,
+                              **({} if down_config is None else {"down_config": _config_dict(
+                                  down_config, shape.M, shape.E, shape.N, shape.K, shape.topk, quant, x.dtype,
+                                  self.engine.heuristic)}))
         self.out = torch.empty((shape.M, shape.K), dtype=x.dtype, device=x.device)  # (M, K)
 
     # ---- construction helpers ------------------------------------------------------------
@@ -69,12 +74,13 @@ class MoeRunner:
         inputs = make_moe_inputs(M, E, N, K, topk, dtype, scheme, block_shape, device, seed, **input_kw)
         return cls.from_inputs(inputs, config, activation=activation)
 
-    def with_config(self, config, variant: Optional[str] = None, fast=None) -> "MoeRunner":
-        """A runner for another config (and kernel variant) sharing weights and static inputs."""
+    def with_config(self, config, variant: Optional[str] = None, fast=None, down_config=None) -> "MoeRunner":
+        """A runner for another config (and kernel variant) sharing weights and static inputs;
+        `down_config`: GEMM2's own config (SGLang's `_down` entry; its BLOCK_SIZE_M follows `config`)."""
         return MoeRunner(self.x, self.w1, self.w2, self.topk_weights, self.topk_ids, config, self.quant,
                          self.activation, self.expert_map, self.w1_bias, self.w2_bias, _share=True,
                          variant=variant or self.variant, fast=fast, engine=self.engine,
-                         capability=self.capability, swap_ab=self.swap_ab)
+                         capability=self.capability, swap_ab=self.swap_ab, down_config=down_config)
 
     # ---- running ------------------------------------------------------------------------------
     def set_routing(self, topk_ids: torch.Tensor, topk_weights: Optional[torch.Tensor] = None) -> None:

@@ -26,14 +26,20 @@ class EntryChange:
     change: str  # same | changed | only_a | only_b
     a: Optional[KernelConfig]
     b: Optional[KernelConfig]
+    extra_a: tuple = ()  # SGLang entries' other keys (USE_TMA...) as sorted (key, value) pairs
+    extra_b: tuple = ()
 
     @property
-    def knobs(self) -> dict[str, tuple[int, int]]:
-        """Knob -> (A's value, B's value), for the knobs that differ."""
+    def knobs(self) -> dict[str, tuple]:
+        """Knob -> (A's value, B's value), for the knobs that differ; an SGLang entry's other keys
+        (USE_TMA) count too, a missing one shown as None."""
         if self.a is None or self.b is None:
             return {}
         da, db = self.a.to_dict(), self.b.to_dict()
-        return {k: (da[k], db[k]) for k in KNOBS if da[k] != db[k]}
+        out = {k: (da[k], db[k]) for k in KNOBS if da[k] != db[k]}
+        ea, eb = dict(self.extra_a), dict(self.extra_b)
+        out.update({k: (ea.get(k), eb.get(k)) for k in sorted(set(ea) | set(eb)) if ea.get(k) != eb.get(k)})
+        return out
 
     def to_dict(self) -> dict:
         return {"M": self.M, "change": self.change, "a": self.a.to_dict() if self.a else None,
@@ -83,8 +89,9 @@ def diff_entries(a: TuningTable, b: TuningTable) -> tuple[EntryChange, ...]:
     out = []
     for M in sorted(set(a.entries) | set(b.entries)):
         ca, cb = a.entries.get(M), b.entries.get(M)
-        change = ONLY_B if ca is None else ONLY_A if cb is None else SAME if ca == cb else CHANGED
-        out.append(EntryChange(M, change, ca, cb))
+        xa, xb = tuple(sorted(a.extras.get(M, {}).items())), tuple(sorted(b.extras.get(M, {}).items()))
+        change = ONLY_B if ca is None else ONLY_A if cb is None else SAME if (ca, xa) == (cb, xb) else CHANGED
+        out.append(EntryChange(M, change, ca, cb, xa, xb))
     return tuple(out)
 
 

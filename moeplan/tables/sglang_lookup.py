@@ -95,3 +95,21 @@ def locate(name: str, tuned_roots: Sequence[str], env: Mapping[str, str], bundle
             "engine_loads_via": via or "default", "triton_folder": folder, "engine_root": root,
             "engine_root_reason": root_why, "export": export, "copy_bundled": copy, "tried": tried,
             "warnings": warnings}
+
+
+def serving_hint(root: str, profile_name: str, bundled: Optional[str]) -> list[str]:
+    """What a user runs for SGLang to load the tables `tune` wrote under `root` (the folder holding
+    `configs/triton_*`): the variable, and, because it hides every bundled table, the copy of those
+    first (`cp -rn`: never over the tuned ones) when the bundled folder is known."""
+    root = os.path.abspath(root)
+    lines = [f"SGLang ({profile_name}) loads them once {sglang.ENV_CONFIG_DIR} names {root}:",
+             f"  export {sglang.ENV_CONFIG_DIR}={shlex.quote(root)}"]
+    if not sglang.HAS_ENV_DIR.get(profile_name, True):
+        return [f"SGLang ({profile_name}) reads only its package's folder: copy {root}/configs/* into it"]
+    if bundled and os.path.isdir(os.path.join(bundled, "configs")):
+        lines.append(f"  cp -rn {shlex.quote(os.path.join(bundled, 'configs'))}/. {shlex.quote(os.path.join(root, 'configs'))}/"
+                     "   # first: the variable hides SGLang's bundled tables")
+    else:
+        lines.append(f"  (the variable hides SGLang's bundled tables: copy its package's configs/ folder into {root}/configs "
+                     "first; sglang is not installed here)")
+    return lines

@@ -107,9 +107,17 @@ class TableStatus:
 
 
 def table_status(file_name: str, tuned_dirs: Sequence[str], env: Mapping[str, str], engine_dir: Optional[str],
-                 inst: Installation) -> TableStatus:
+                 inst: Installation, down_name: Optional[str] = None) -> TableStatus:
     """Where the engine would find `file_name` (its env folder, the tuned dirs standing in for
-    a team's folder, then its own shipped tables), and whether that table is current."""
+    a team's folder, then its own shipped tables), and whether that table is current.
+    Under an SGLang profile the folders are roots of `configs/triton_<X_Y_Z>/` (SGLang's lookup,
+    `moeplan.tables.sglang_lookup`), and a tuned table whose `_down` pair (`down_name`) is missing
+    is stale: GEMM2 would run the up entries."""
+    from moeplan.engines.registry import get_profile
+
+    profile = get_profile(inst.engine_profile)
+    if profile.engine == "sglang":
+        return _sglang_status(file_name, tuned_dirs, env, engine_dir, inst, down_name)
     from moeplan.tables.lookup import locate_table
 
     where = locate_table(file_name, tuned_dirs, env, engine_dir)  # resolve's lookup, engine folder last
@@ -120,3 +128,21 @@ def table_status(file_name: str, tuned_dirs: Sequence[str], env: Mapping[str, st
         return TableStatus(PRESENT, path, (), True)
     reasons = tuple(stale_reasons(path, inst))
     return TableStatus(STALE if reasons else PRESENT, path, reasons)
+
+
+def _sglang_status(file_name: str, tuned_dirs: Sequence[str], env: Mapping[str, str], engine_dir: Optional[str],
+                   inst: Installation, down_name: Optional[str]) -> TableStatus:
+    from moeplan.engines import sglang
+    from moeplan.tables.sglang_lookup import locate
+
+    tv = inst.triton_version or sglang.PINNED_TRITON[inst.engine_profile]
+    where = locate(file_name, tuned_dirs, env, engine_dir, tv, inst.engine_profile)
+    path = where["found"]
+    if path is None:
+        return TableStatus(MISSING, None)
+    if where["source"] == "engine":
+        return TableStatus(PRESENT, path, (), True)
+    reasons = list(stale_reasons(path, inst))
+    if down_name is not None and not os.path.isfile(os.path.join(os.path.dirname(path), down_name)):
+        reasons.append(f"no {down_name} beside it (GEMM2 runs the up entries)")
+    return TableStatus(STALE if reasons else PRESENT, path, tuple(reasons))

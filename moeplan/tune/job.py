@@ -27,7 +27,7 @@ from moeplan.tables.table import TuningTable, atomic_write_text, load_table, mer
 from moeplan.tune.checkpoint import Checkpoint, Record, ResultStore
 from moeplan.tune.evidence import Decision
 from moeplan.tune.routing import DEFAULT_DRAWS, POOL_VERSION, RoutingSpec, make_pools, routing_stats
-from moeplan.tune.search import SearchParams, Strategy, make_strategy
+from moeplan.tune.search import DOWN_PREFIX, SearchParams, Strategy, make_strategy
 from moeplan.engines.launch import OPERAND_BYTES
 from moeplan.tune.space import SearchSpace, ShapeInfo
 from moeplan.tune.worker import Task, WorkerPool
@@ -89,17 +89,28 @@ class SummaryRow:
     floor_us: float
     status: str
     decision: Optional[Decision] = None  # why the entry is what it is (the evidence rule)
+    # SGLang `_down`: GEMM2's entry, the layer's time with it (GEMM1 on the winner), and why
+    down: Optional[KernelConfig] = None
+    down_us: Optional[float] = None
+    down_decision: Optional[Decision] = None
+
+    @property
+    def layer_us(self) -> Optional[float]:
+        """The layer's confirmed time with what the engine runs at M (the pair, when it has one)."""
+        if self.down is not None and self.down != self.winner and self.down_us:
+            return self.down_us
+        return self.time_us
 
     @property
     def speedup(self) -> Optional[float]:
-        if self.time_us and self.default_us:
-            return self.default_us / self.time_us
+        if self.layer_us and self.default_us:
+            return self.default_us / self.layer_us
         return None
 
     @property
     def roofline(self) -> Optional[float]:
-        if self.time_us:
-            return self.floor_us / self.time_us
+        if self.layer_us:
+            return self.floor_us / self.layer_us
         return None
 
 
@@ -138,6 +149,11 @@ class TableJob:
                                self.E_global if self.expert_map is not None else None)
         self.batch_sizes = sorted(set(opts.batch_sizes))
         self.profile = get_profile(opts.engine)
+        # SGLang 0.5: GEMM2's own table (`_down`), searched after the up table with GEMM1 fixed
+        self.down_path = Path(opts.out_dir) / spec.down_file_name \
+            if self.profile.down_tables and spec.down_file_name else None
+        self.down_strategy: Optional[Strategy] = None
+        self.existing_down: Optional[TuningTable] = None
         self.defaults = {M: default_config(M, spec.E, spec.N, spec.K, spec.topk, dtype=spec.config_name,
                                            block_shape=spec.block_shape, heuristic=self.profile.heuristic)
                          for M in self.batch_sizes}
@@ -160,12 +176,16 @@ class TableJob:
             "routing": o.routing.identity(), "seed": o.seed, "pool": [POOL_VERSION, DEFAULT_DRAWS], "interpret": o.interpret,
             "timer": o.timer or "", "kernel": kernel_source_hash(), "triton": o.triton_version,
             "smem_limit": o.smem_limit, "timing": o.timing or {}, "engine": self.profile.name,
+            **({"down": s.down_file_name} if self.down_path is not None else {}),
         }
 
     # ---- before any measuring: the existing-table policy ------------------------------------
     def check_existing(self) -> None:
         """Decide write / merge / replace / up-to-date; TableError (one line) to refuse."""
         if not self.path.exists():
+            if self.down_path is not None and self.down_path.exists() and not self.opts.force:
+                raise TableError(f"{self.down_path} exists without its up table {self.path.name}; pass --force to "
+                                 "replace it with a tuned pair")
             return
         if self.path.is_dir():
             raise TableError(f"{str(self.path)!r} is a folder; cannot write the table there")
@@ -173,13 +193,23 @@ class TableJob:
             self.action = "replaced"
             return
         try:
-            self.existing = load_table(self.path)
+            self.existing = load_table(self.path, engine=self.profile.engine)
         except TableError as e:
             raise TableError(f"the existing table is unreadable ({e}); pass --force to replace it") from None
         overlap = sorted(set(self.existing.entries) & set(self.batch_sizes))
         meta = self.ckpt.meta() if not self.opts.fresh else {}
         result = meta.get("result")
-        if overlap and result and all(
+        if self.down_path is not None and self.down_path.is_file():
+            try:
+                self.existing_down = load_table(self.down_path, engine="sglang")
+            except TableError as e:
+                raise TableError(f"the existing table {self.down_path.name} is unreadable ({e}); pass --force to "
+                                 "replace the pair") from None
+        down_result = meta.get("down_result") or {}
+        down_same = self.down_path is None or (self.existing_down is not None and all(
+            str(m) in down_result and KernelConfig.from_dict(down_result[str(m)]) == self.existing_down.entries.get(m)
+            for m in self.batch_sizes))
+        if overlap and result and down_same and all(
                 str(m) in result and KernelConfig.from_dict(result[str(m)]) == self.existing.entries.get(m)
                 for m in self.batch_sizes):
             self.action = "up_to_date"
@@ -241,9 +271,13 @@ class TableJob:
             n += st.params.confirm_max + 3  # confirm, checks, the A/B against the default
         return n
 
-    def job_payload(self) -> dict:
+    def job_payload(self, ups: Optional[dict[int, KernelConfig]] = None) -> dict:
+        """What a worker needs. `ups` (a down job): the up entry per M, GEMM1's config there and
+        the A/B's other side, so every point's config is GEMM2's own."""
         s = self.spec
-        return {
+        defaults = ups if ups is not None else self.defaults
+        extra = {} if ups is None else {"up_configs": {str(M): c.to_dict() for M, c in ups.items()}}
+        return {**extra,
             "shape": {"E": s.E, "N": s.N, "K": s.K, "topk": s.topk, "scheme": s.scheme, "act_dtype": s.act_dtype,
                       "block_shape": list(s.block_shape) if s.block_shape else None, "per_token": s.per_token,
                       "per_channel": s.per_channel, "activation": self.res.model.activation,
@@ -255,9 +289,21 @@ class TableJob:
             "timer": self.opts.timer,
             "timing": self.opts.timing or {},
             "compile_threads": self.opts.compile_threads,
-            "defaults": {str(M): c.to_dict() for M, c in self.defaults.items()},  # the A/B's other side
-            "measure_ceilings": not self.opts.interpret and "ceilings" not in self.ckpt.meta(),
+            "defaults": {str(M): c.to_dict() for M, c in defaults.items()},  # the A/B's other side
+            "measure_ceilings": ups is None and not self.opts.interpret and "ceilings" not in self.ckpt.meta(),
         }
+
+    def make_down_strategy(self) -> Optional[Strategy]:
+        """GEMM2's search, once the up entries are decided: at every batch size with an up entry,
+        the configs keeping its BLOCK_SIZE_M, against the up entry itself (None: no down table)."""
+        if self.down_path is None:
+            return None
+        ups = {M: c for M, c in self.strategy.winners.items() if c is not None}
+        if not ups:
+            return None
+        tpe = {M: st.max_tokens_per_expert for M, st in self.stats.items()}
+        return make_strategy(self.opts.strategy, self.space, sorted(ups), self.store, ups, tpe, self.opts.params,
+                             gemm="down")
 
     # ---- measuring -----------------------------------------------------------------------------
     def run(self, advance: Callable[[int], None], set_total: Callable[[int], None],
@@ -267,15 +313,23 @@ class TableJob:
             for pts in self.strategy.rounds():  # every point is in the checkpoint: only the decisions replay
                 if pts:
                     break
+            self.down_strategy = self.make_down_strategy()
+            for pts in (self.down_strategy.rounds() if self.down_strategy is not None else ()):
+                if pts:
+                    break
             _, src = self._ceilings()
             return self._outcome(self._summary(), t0, "up to date: the table already holds this run's result; "
                                  "nothing measured or written", src)
         store, ckpt = self.store, self.ckpt
-        pool = self.pool_factory(self.opts.gpus, self.job_payload(), restart_every=self.opts.restart_every,
-                          point_timeout_s=self.opts.point_timeout_s, on_status=on_status, log=log,
-                          prefetch=max(2, 2 * self.opts.compile_threads))
         next_id = [0]
         done = [0]
+        pools = []
+
+        def make_pool(payload):
+            pools.append(self.pool_factory(self.opts.gpus, payload, restart_every=self.opts.restart_every,
+                                           point_timeout_s=self.opts.point_timeout_s, on_status=on_status, log=log,
+                                           prefetch=max(2, 2 * self.opts.compile_threads)))
+            return pools[-1]
 
         def on_point(task: Task, M: int, phase: str, res: dict, gpu):
             rounds = res.get("rounds")
@@ -288,14 +342,15 @@ class TableJob:
             done[0] += 1
             advance(1)
 
-        try:
-            started = False
-            for points in self.strategy.rounds():
+        def drive(strategy: Strategy, payload: Callable[[], dict], what: str) -> None:
+            """Measure every round of `strategy` (a pool is started at its first round)."""
+            pool = None
+            for points in strategy.rounds():
                 if not points:
                     continue
-                if not started:
+                if pool is None:
+                    pool = make_pool(payload())
                     pool.start()
-                    started = True
                 by_cfg: dict[KernelConfig, list] = {}
                 for p in points:
                     by_cfg.setdefault(p.config, []).append((p.M, p.phase))
@@ -308,18 +363,28 @@ class TableJob:
                 n_round = getattr(self, "_rounds", 0) + 1
                 self._rounds = n_round
                 phases = sorted({p.phase for p in points})
-                log(f"{self.spec.file_name}: round {n_round} ({'/'.join(phases)}): {len(points)} points, "
+                log(f"{what}: round {n_round} ({'/'.join(phases)}): {len(points)} points, "
                     f"{len(tasks)} configs, {time.monotonic() - t0:.0f} s in")
                 pool.run(tasks, on_point)
-            if started and pool.facts:
+            if pool is not None and pool.facts:
                 self._check_device(pool.facts)
                 if "ceilings" in pool.facts and pool.facts["ceilings"]:
                     ckpt.update_meta(ceilings=pool.facts["ceilings"])
                 ckpt.update_meta(facts={k: v for k, v in pool.facts.items() if k != "ceilings"})
+            if pool is not None:
+                pool.close()  # frees the GPU before the down search starts its own workers
+
+        try:
+            drive(self.strategy, self.job_payload, self.spec.file_name)
+            self.down_strategy = self.make_down_strategy()
+            if self.down_strategy is not None:
+                ups = dict(self.down_strategy.defaults)
+                drive(self.down_strategy, lambda: self.job_payload(ups), self.spec.down_file_name)
         finally:
-            pool.close()
+            for pool in pools:
+                pool.close()
             ckpt.close()
-        restarts = pool.restarts
+        restarts = sum(pool.restarts for pool in pools)
         out = self._finish(t0, log)
         out.restarts = restarts
         return out
@@ -370,10 +435,16 @@ class TableJob:
             d = self.defaults[M]
             rec = self.store.get("confirm", M, w) if w is not None else None
             drec = self.store.get("confirm", M, d)
-            rows.append(SummaryRow(M, w, rec.median_us if rec and rec.ok else None, d,
-                                   drec.median_us if drec and drec.ok else None, self.floor_us(M, ceilings),
-                                   "ok" if w is not None else "no config passed",
-                                   self.strategy.decisions.get(M)))
+            row = SummaryRow(M, w, rec.median_us if rec and rec.ok else None, d,
+                             drec.median_us if drec and drec.ok else None, self.floor_us(M, ceilings),
+                             "ok" if w is not None else "no config passed", self.strategy.decisions.get(M))
+            ds = self.down_strategy
+            if ds is not None and ds.winners.get(M) is not None:
+                row.down = ds.winners[M]
+                r2 = self.store.get("down_confirm", M, row.down)
+                row.down_us = r2.median_us if r2 and r2.ok else None
+                row.down_decision = ds.decisions.get(M)
+            rows.append(row)
         return rows
 
     def slower_warning(self) -> Optional[str]:
@@ -390,25 +461,35 @@ class TableJob:
     def _write_csv(self) -> None:
         import pandas as pd
         rows = []
-        winners = self.strategy.winners
         ceilings, _ = self._ceilings()
         floors = {M: round(self.floor_us(M, ceilings), 3) for M in self.batch_sizes}
         blank = Decision("none", "").csv_fields()
-        per_m = {M: (d.csv_fields() if d is not None else blank)
-                 for M, d in ((M, self.strategy.decisions.get(M)) for M in self.batch_sizes)}
+
+        def per_m(strategy):
+            return {M: (d.csv_fields() if d is not None else blank)
+                    for M, d in ((M, strategy.decisions.get(M)) for M in self.batch_sizes)}
+        searches = {False: (self.strategy, per_m(self.strategy))}
+        if self.down_strategy is not None:
+            searches[True] = (self.down_strategy, per_m(self.down_strategy))
         for r in self.store:
-            d = {"table": self.spec.file_name, "engine_profile": self.profile.name, "batch_size": r.M,
-                 "phase": r.phase}
+            down = r.phase.startswith(DOWN_PREFIX)
+            if down not in searches:
+                continue  # a down record of a search this run did not make (no up entry there)
+            strategy, decisions = searches[down]
+            winners, defaults = strategy.winners, strategy.defaults
+            d = {"table": self.spec.down_file_name if down else self.spec.file_name,
+                 "engine_profile": self.profile.name, "batch_size": r.M, "phase": r.phase}
             d.update(r.config.to_dict())
             d.update({"config": r.config.short(), "median_us": r.median_us, "min_us": r.min_us,
                       "max_us": r.max_us, "replays": r.n, "status": r.status, "error": r.error,
                       "gpu": r.gpu, "first_call_ms": r.first_ms, "t_s": r.t_s, "worker_rss_mb": r.rss_mb, "is_winner": winners.get(r.M) == r.config,
-                      "is_default": self.defaults.get(r.M) == r.config, "floor_us": floors.get(r.M)})
-            d.update(per_m.get(r.M, blank))
+                      "is_default": defaults.get(r.M) == r.config, "floor_us": floors.get(r.M)})
+            d.update(decisions.get(r.M, blank))
             rows.append(d)
         df = pd.DataFrame(rows)
         if len(df):
             order = {"screen": 0, "confirm": 1, "check": 2, "ab": 3}
+            order.update({DOWN_PREFIX + k: 4 + v for k, v in list(order.items())})
             df = df.assign(_p=df["phase"].map(order)).sort_values(["batch_size", "_p", "median_us"],
                                                                  kind="stable").drop(columns="_p")
         if self.action == "merged" and self.csv_path.is_file():
@@ -426,7 +507,8 @@ class TableJob:
         if not entries:
             raise TuneError(f"{self.spec.file_name}: no config passed the correctness gate at any batch size; "
                             "nothing was written")
-        new = TuningTable(entries, self.opts.triton_version or None)
+        engine = self.profile.engine
+        new = TuningTable(entries, self.opts.triton_version or None, engine)
         msg = ""
         if self.action == "merged" and self.existing is not None:
             m = merge_tables(self.existing, new)
@@ -436,9 +518,27 @@ class TableJob:
         else:
             table = new
             msg = "replaced the existing table (--force)" if self.action == "replaced" else "wrote a new table"
+        down_table, down_entries = None, {}
+        if self.down_path is not None:  # the same keys as the up table: GEMM2 repeats the up entry by default
+            ds = self.down_strategy
+            down_entries = {M: (ds.winners.get(M) if ds is not None else None) or c for M, c in entries.items()}
+            down_table = TuningTable(down_entries, None, engine)
+            if self.action == "merged" and self.existing_down is not None:
+                down_table = merge_tables(self.existing_down, down_table).table
+            elif self.action == "merged":  # an up table made without its pair: its other keys repeat it
+                old = {M: c for M, c in table.entries.items() if M not in down_entries}
+                down_table = TuningTable({**old, **down_entries}, None, engine)
+                down_table.entries = dict(sorted(down_table.entries.items()))
+            differ = sum(down_entries[M] != entries[M] for M in down_entries)
+            msg += f"; with {self.down_path.name} ({differ} of {len(down_entries)} entries differ from the up table)"
+        # the down table first: SGLang reading the up table alone runs GEMM2 on it, a state as valid as before
+        if down_table is not None:
+            write_table(self.down_path, down_table)
         write_table(self.path, table)
         self._write_csv()
-        self.ckpt.update_meta(result={str(M): c.to_dict() for M, c in entries.items()}, done=True)
+        self.ckpt.update_meta(result={str(M): c.to_dict() for M, c in entries.items()},
+                              **({"down_result": {str(M): c.to_dict() for M, c in down_entries.items()}}
+                                 if self.down_path is not None else {}), done=True)
         if missing:
             msg += f"; NO config passed the gate at batch sizes {', '.join(map(str, missing))} (left out)"
         warning = self.slower_warning()

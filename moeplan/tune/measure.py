@@ -13,7 +13,9 @@ Phases: `screen` (few replays), `confirm` (many), `check` (output vs the float32
 reference: the correctness gate), `ab` (the evidence rule: the config and the job's default
 config for M timed alternately, AB_ROUNDS rounds in ABBA order, each round one batch of
 CUDA-graph replays per side on the same static inputs and routing draws; the result carries
-every round's pair of medians).
+every round's pair of medians). A down job (SGLang's `_down` table: the payload carries
+`up_configs`) measures the same phases as `down_*`: the point's config is GEMM2's, GEMM1 runs
+the up entry at that M, and the default side is the up entry for both GEMMs.
 
 Under Triton's CPU interpreter (tests) the layer runs eagerly and is timed with the
 wall clock, or -- with MOEPLAN_TUNE_TIMER=model -- scored by a deterministic synthetic
@@ -45,6 +47,8 @@ from typing import Optional
 
 from moeplan.engines.knobs import KernelConfig
 from moeplan.tune.evidence import AB_ROUNDS, ab_order
+
+DOWN_PREFIX = "down_"  # a down job's phases (moeplan.tune.search.DOWN_PREFIX)
 
 ENV_FAULT = "MOEPLAN_TUNE_FAULT"
 ENV_TIMER = "MOEPLAN_TUNE_TIMER"
@@ -88,12 +92,20 @@ def fault_for(faults: dict[str, str], cfg: KernelConfig) -> Optional[str]:
     return faults.get(cfg.short(), faults.get("*"))
 
 
-def model_time_us(cfg: KernelConfig, M: int, E: int, topk: int) -> float:
-    """A deterministic synthetic cost with one clear optimum per M (tests only)."""
+def model_time_us(cfg: KernelConfig, M: int, E: int, topk: int, down: Optional[KernelConfig] = None) -> float:
+    """A deterministic synthetic cost with one clear optimum per M (tests only). With `down`
+    (GEMM2's own config) the layer costs half cfg's time and half down's as a GEMM2, whose
+    optimum differs from the whole layer's (BLOCK_SIZE_N 128), so a down search has a winner."""
+    if down is not None:
+        return round(0.5 * model_time_us(cfg, M, E, topk) + 0.5 * _model_cost(down, M, E, topk, 128), 4)
+    return _model_cost(cfg, M, E, topk, 64)
+
+
+def _model_cost(cfg: KernelConfig, M: int, E: int, topk: int, best_bn: int) -> float:
     target_bm = min(128, max(16, 1 << max(0, math.ceil(math.log2(max(1.0, M * topk / E))))))
     t = 1.0
     t += 0.30 * abs(math.log2(cfg.BLOCK_SIZE_M / target_bm))
-    t += 0.20 * abs(math.log2(cfg.BLOCK_SIZE_N / 64))
+    t += 0.20 * abs(math.log2(cfg.BLOCK_SIZE_N / best_bn))
     t += 0.10 * abs(math.log2(cfg.BLOCK_SIZE_K / 64))
     t += 0.05 * abs(cfg.num_stages - 3) + 0.03 * (cfg.num_warps != 4) + 0.01 * (cfg.GROUP_SIZE_M != 1)
     jitter = (zlib.crc32(f"{cfg.short()}|{M}".encode()) % 1000) / 1e6
@@ -214,6 +226,9 @@ class Bench:
         self.model_noise = os.environ.get(ENV_MODEL_NOISE)
         # the engine's default config per M: the other side of every A/B point
         self.defaults = {int(M): KernelConfig.from_dict(d) for M, d in (job.get("defaults") or {}).items()}
+        # GEMM2's own table (SGLang `_down`): every point's config is GEMM2's, GEMM1 runs the up
+        # entry at that M, and the A/B's other side ("defaults") is the up entry for both GEMMs
+        self.ups = {int(M): KernelConfig.from_dict(d) for M, d in (job.get("up_configs") or {}).items()}
         self.timing = dict(INTERPRET_TIMING if self.interpret else DEFAULT_TIMING)
         for k, v in (job.get("timing") or {}).items():
             self.timing[k] = tuple(v)
@@ -301,8 +316,10 @@ class Bench:
             torch.cuda.set_device(self.device)
             for M in Ms:  # every M: some integer arguments specialise on M (cache hits cost ~1 ms)
                 shape = LayerShape(M, self.E, self.E_global, self.N, self.K, self.topk, self.expert_map is not None)
-                plan = LayerPlan(shape, self.dtype, meta, cfg.to_dict(), self.quant, self.activation,
-                                 engine=self.engine, capability=self.capability)
+                up, down = self._configs(cfg, M)
+                plan = LayerPlan(shape, self.dtype, meta, up.to_dict(), self.quant, self.activation,
+                                 engine=self.engine, capability=self.capability,
+                                 **({} if down is None else {"down_config": down.to_dict()}))
                 x = torch.empty((M, self.K), dtype=self.dtype, device=meta)
                 ids = torch.empty((M, self.topk), dtype=torch.int32, device=meta)
                 w = torch.empty((M, self.topk), dtype=torch.float32, device=meta)
@@ -334,6 +351,21 @@ class Bench:
         self._submitted.pop(cfg, None)
 
     # ---- one point ------------------------------------------------------------------------
+    def _configs(self, cfg: KernelConfig, M: int) -> tuple[KernelConfig, Optional[KernelConfig]]:
+        """(GEMM1's config, GEMM2's own or None) of a point's config at M."""
+        if self.ups:
+            return self.ups[M], cfg
+        return cfg, None
+
+    def _model_us(self, cfg: KernelConfig, M: int) -> float:
+        up, down = self._configs(cfg, M)
+        return model_time_us(up, M, self.E_global, self.topk, down)
+
+    def runner(self, cfg: KernelConfig, M: int):
+        """The M-token runner of a point's config (in a down job: the up entry, then cfg for GEMM2)."""
+        up, down = self._configs(cfg, M)
+        return self.base(M).with_config(up, down_config=down)
+
     def _fault(self, cfg: KernelConfig, phase: str) -> None:
         kind = fault_for(self.faults, cfg)
         if kind == "exit":
@@ -351,12 +383,15 @@ class Bench:
         torch = self.torch
         try:
             self._fault(cfg, phase)
+            phase = phase[len(DOWN_PREFIX):] if phase.startswith(DOWN_PREFIX) else phase
+            if self.ups and M not in self.ups:
+                return PointResult("error", error=f"the down job carries no up entry for M={M}")
             if phase == "check":
                 return self._check(cfg, M)
             self._await_precompile(cfg)
             if phase == "ab":
                 return self._ab(cfg, M)
-            r = self.base(M).with_config(cfg)
+            r = self.runner(cfg, M)
             ids, w = self.pools[M]
             t0 = time.perf_counter()
             r.set_routing(ids[0], w[0])
@@ -366,7 +401,7 @@ class Bench:
             first_ms = (time.perf_counter() - t0) * 1e3
             warm, reps = self.timing[phase]
             if self.timer == "model":
-                t = model_time_us(cfg, M, self.E_global, self.topk)
+                t = self._model_us(cfg, M)
                 return PointResult("ok", t, t, t, 1, first_ms=first_ms)
             if self.interpret or self.timer == "wall":
                 times = self._wall_times(r, ids, w, warm, reps)
@@ -458,7 +493,7 @@ class Bench:
         d = self.defaults.get(M)
         if d is None:
             return PointResult("error", error=f"the job carries no default config for M={M}")
-        runners = {"a": self.base(M).with_config(cfg), "b": self.base(M).with_config(d)}
+        runners = {"a": self.runner(cfg, M), "b": self.base(M).with_config(d)}
         ids, w = self.pools[M]
         t0 = time.perf_counter()
         for r in runners.values():  # the first calls (compile / load) are never timed
@@ -471,8 +506,8 @@ class Bench:
         rounds = []
         if self.timer == "model":
             for i in range(AB_ROUNDS):
-                rounds.append([round(model_time_us(c, M, self.E_global, self.topk) * model_noise(self.model_noise, c, M, i),
-                                     4) for c in (cfg, d)])
+                rounds.append([round(self._model_us(c, M) * model_noise(self.model_noise, c, M, i), 4)
+                               for c in (cfg, d)])
         elif self.interpret or self.timer == "wall":
             for i in range(AB_ROUNDS):
                 t = {}
@@ -504,7 +539,7 @@ class Bench:
     def _check(self, cfg: KernelConfig, M: int) -> PointResult:
         torch = self.torch
         ids, w = self.pools[M]
-        r = self.base(M).with_config(cfg)
+        r = self.runner(cfg, M)
         r.set_routing(ids[0], w[0])
         r.out.fill_(float("nan"))  # every element must be written
         out = r.run().float()

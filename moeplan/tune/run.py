@@ -133,7 +133,8 @@ def _check_job_paths(job) -> None:
     """What a job will write must not already be something else (a folder where a file goes...)."""
     if len(job.ckpt.folder.name.encode()) > 255:
         raise TuneError(f"{job.spec.file_name}: the checkpoint folder name is too long for the file system")
-    for p, kind in ((job.path, "file"), (job.csv_path, "file"), (job.ckpt.folder.parent, "folder"),
+    down = [(job.down_path, "file")] if job.down_path is not None else []
+    for p, kind in ((job.path, "file"), *down, (job.csv_path, "file"), (job.ckpt.folder.parent, "folder"),
                     (job.ckpt.folder, "folder")):
         if p.exists() and (p.is_dir() if kind == "file" else not p.is_dir()):
             raise TuneError(f"{shown(str(p))} is a {'folder' if kind == 'file' else 'file'}; this run writes a "
@@ -243,9 +244,6 @@ def tune(req: TuneRequest, run_jobs: Callable[[list], int] = _quiet, say: Callab
     if choice.warning:
         warn("moeplan: warning: " + " ".join(choice.warning.split()))
     profile = choice.profile
-    if profile.engine != "vllm":  # rather than write vLLM-named tables SGLang would never read
-        raise TuneError(f"tuning for {profile.name} ({choice.reason}) is not implemented yet: moeplan would write "
-                        "vLLM-named tables that SGLang never loads; pass --engine vllm-0.33 (or another vLLM profile)")
     configs = load_space(req.search_space) if req.search_space is not None else engine_space(profile)
     space_source = req.search_space if req.search_space is not None else \
         f"engine profile {profile.name} ({len(configs)} configs)"
@@ -260,7 +258,7 @@ def tune(req: TuneRequest, run_jobs: Callable[[list], int] = _quiet, say: Callab
         if not fleet.skip_untunable(TUNABLE_SCHEMES, say):
             return 0
     else:
-        res = resolution_from_options(model, *layout_args, device_name or INTERPRETER_DEVICE, req.all2all_backend,
+        res = resolution_from_options(model, *layout_args, device_name or INTERPRETER_DEVICE, req.all2all_backend, profile=profile,
                                       detect_device=False)
         if res.scheme not in TUNABLE_SCHEMES:
             raise TuneError(f"--dtype {res.scheme} ({res.model.alias or res.model.name}) cannot be tuned with moeplan's "
@@ -273,11 +271,15 @@ def tune(req: TuneRequest, run_jobs: Callable[[list], int] = _quiet, say: Callab
     # 3. The GPUs (an --interpret run has none) and the device name the tables get.
     gpu_list, dev, threads = _gpus_and_device(req, fleet)
     if fleet is None:
-        res = resolution_from_options(model, *layout_args, dev, req.all2all_backend, detect_device=False)
+        res = resolution_from_options(model, *layout_args, dev, req.all2all_backend, detect_device=False, profile=profile)
 
     from moeplan.tune.job import TuneOptions
+    table_dir = out_path
+    if profile.engine == "sglang":  # SGLang reads <root>/configs/triton_<X_Y_Z>/: the Triton that was measured
+        from moeplan.engines.sglang import version_folder
+        table_dir = out_path / "configs" / version_folder(triton.__version__)
     opts = TuneOptions(batch_sizes=sizes, configs=configs, space_source=space_source, strategy=req.strategy,
-                       out_dir=out_path, gpus=gpu_list, routing=route, interpret=req.interpret, fresh=req.fresh,
+                       out_dir=table_dir, gpus=gpu_list, routing=route, interpret=req.interpret, fresh=req.fresh,
                        force=req.force, seed=req.seed, device_name=dev, point_timeout_s=req.point_timeout,
                        restart_every=req.restart_every, compile_threads=threads, triton_version=triton.__version__,
                        timer=os.environ.get("MOEPLAN_TUNE_TIMER") or None, engine=profile.name)

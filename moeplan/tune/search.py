@@ -30,6 +30,12 @@ across batch sizes:
             first, then KernelConfig order), not in the order their noisy times give;
   evidence  the gate's pick, when it is not the default config, is A/B'd against it (`ab`).
 `exhaustive` -- screen every candidate (no "cannot win" pruning), then confirm, gate and evidence.
+
+GEMM2's own table (SGLang's `_down`, `gemm="down"`): the same search and rules over the configs
+that keep the up entry's BLOCK_SIZE_M, each timed as the whole layer with GEMM1 running the up
+entry; the "default" of every phase is then the up entry itself (what SGLang's GEMM2 runs when
+the down table repeats it or is missing), so a down entry differs from its up entry only on the
+same evidence. Its phases are stored as `down_screen`, `down_confirm`, `down_check`, `down_ab`.
 """
 
 from __future__ import annotations
@@ -43,6 +49,10 @@ from moeplan.tune.evidence import TIE_BAND, Decision, ab_stats, pct, tie_ordered
 from moeplan.tune.space import SearchSpace
 
 STRATEGIES = ("fast", "exhaustive")
+# "both": one config for GEMM1 and GEMM2 (every vLLM table, SGLang's up table); "down": GEMM2's own
+# config (SGLang's `_down` table) with GEMM1 fixed to the up entry, whose BLOCK_SIZE_M it keeps
+GEMMS = ("both", "down")
+DOWN_PREFIX = "down_"  # phases of the down search in the store, the checkpoint and the CSV
 
 
 @dataclass(frozen=True, order=True)
@@ -93,14 +103,21 @@ class Strategy:
 
     def __init__(self, space: SearchSpace, batch_sizes: Sequence[int], store: ResultStore,
                  defaults: dict[int, KernelConfig], tokens_per_expert: Optional[dict[int, int]] = None,
-                 params: Optional[SearchParams] = None):
+                 params: Optional[SearchParams] = None, gemm: str = "both"):
+        if gemm not in GEMMS:
+            raise ValueError(f"unknown gemm {gemm!r}; valid: {', '.join(GEMMS)}")
         self.space = space
         self.batch_sizes = list(batch_sizes)
         self.store = store
         self.defaults = defaults
         self.params = params or SearchParams()
+        self.gemm = gemm
+        self.prefix = DOWN_PREFIX if gemm == "down" else ""
         tpe = tokens_per_expert or {}
         self.cands = {M: self._candidates(M, tpe.get(M)) for M in self.batch_sizes}
+        if gemm == "down":  # GEMM2 runs with GEMM1's BLOCK_SIZE_M (one align serves both)
+            self.cands = {M: [c for c in cs if c.BLOCK_SIZE_M == defaults[M].BLOCK_SIZE_M]
+                          for M, cs in self.cands.items()}
         self.candset = {M: set(c) for M, c in self.cands.items()}
         self.space_set = set(space.configs)
         self.gated: dict[int, Optional[KernelConfig]] = {}  # the gate's pick per M
@@ -115,6 +132,10 @@ class Strategy:
     def search_rounds(self) -> Rounds:
         raise NotImplementedError
         yield []  # pragma: no cover
+
+    def ph(self, phase: str) -> str:
+        """The store's name of a phase of this search (`down_screen`... for GEMM2's own table)."""
+        return self.prefix + phase
 
     # ---- shared ------------------------------------------------------------------
     # Decisions may only use the records of points this strategy has asked for so far (`seen`):
@@ -148,7 +169,7 @@ class Strategy:
                 and Point(r.phase, r.M, r.config) in self.seen}
 
     def screened(self, M: int) -> list:
-        return self._ranked("screen", M)
+        return self._ranked(self.ph("screen"), M)
 
     def confirm_set(self, M: int) -> list[KernelConfig]:
         ranked = self.screened(M)
@@ -168,9 +189,9 @@ class Strategy:
         pts = []
         for M in self.batch_sizes:
             for c in self.confirm_set(M):
-                pts.append(Point("confirm", M, c))
-            pts.append(Point("confirm", M, self.defaults[M]))
-        todo = self._unmeasured("confirm", pts)
+                pts.append(Point(self.ph("confirm"), M, c))
+            pts.append(Point(self.ph("confirm"), M, self.defaults[M]))
+        todo = self._unmeasured(self.ph("confirm"), pts)
         if todo:
             yield todo
         yield from self.gate_rounds()
@@ -179,6 +200,8 @@ class Strategy:
     def writable(self, M: int, cfg: KernelConfig) -> bool:
         """Only configs of the search space may enter a table: the default heuristic's config is
         timed as the baseline, but written only if the space holds it too."""
+        if self.gemm == "down" and cfg == self.defaults[M]:
+            return True  # the up entry itself: what GEMM2 runs when the down entry repeats it
         return cfg in self.candset[M] or cfg in self.space_set
 
     def default_forms(self, M: int) -> list[KernelConfig]:
@@ -197,7 +220,7 @@ class Strategy:
     def ranking(self, M: int) -> list[KernelConfig]:
         """Configs in the order the gate tries them: confirmed (fastest first; those within the tie
         band of the fastest in preference order), then the rest of the screen; writable ones only."""
-        conf = tie_ordered([(r.config, r.score) for r in self._ranked("confirm", M) if self.writable(M, r.config)],
+        conf = tie_ordered([(r.config, r.score) for r in self._ranked(self.ph("confirm"), M) if self.writable(M, r.config)],
                            self.default_forms(M))
         rest = [r.config for r in self.screened(M) if r.config not in conf and self.writable(M, r.config)]
         return conf + rest
@@ -213,11 +236,11 @@ class Strategy:
                 for c in pending[M]:
                     if c in dead:
                         continue
-                    p = Point("check", M, c)
+                    p = Point(self.ph("check"), M, c)
                     if p not in self.seen:
                         pts.append(p)
                         break
-                    rec = self.store.get("check", M, c)
+                    rec = self.store.get(self.ph("check"), M, c)
                     if rec is not None and rec.ok:
                         self.gated[M] = c
                         break
@@ -225,7 +248,7 @@ class Strategy:
                     self.gated[M] = None  # nothing passed
             if not pts:
                 return
-            todo = self._unmeasured("check", pts)
+            todo = self._unmeasured(self.ph("check"), pts)
             if todo:
                 yield todo
 
@@ -237,8 +260,8 @@ class Strategy:
 
     def _confirmed_ratio(self, M: int, cfg: KernelConfig) -> Optional[float]:
         """cfg's confirmed time over the default's (None when either is missing)."""
-        a = self._seen_record("confirm", M, cfg)
-        b = self._seen_record("confirm", M, self.defaults[M])
+        a = self._seen_record(self.ph("confirm"), M, cfg)
+        b = self._seen_record(self.ph("confirm"), M, self.defaults[M])
         if a is None or b is None or not a.ok or not b.ok or not b.median_us:
             return None
         return a.median_us / b.median_us
@@ -246,7 +269,7 @@ class Strategy:
     def evidence_rounds(self) -> Rounds:
         """A/B every gated pick that is not the default config against it; the entry is the pick
         only on evidence, otherwise the default (gated first when it was not yet)."""
-        todo = self._unmeasured("ab", [Point("ab", M, w) for M, w in sorted(self.gated.items())
+        todo = self._unmeasured(self.ph("ab"), [Point(self.ph("ab"), M, w) for M, w in sorted(self.gated.items())
                                        if w is not None and not self.is_default(M, w)])
         if todo:
             yield todo
@@ -257,11 +280,11 @@ class Strategy:
                 self.winners[M], self.decisions[M] = None, Decision("none", "no config passed the gate")
                 continue
             if self.is_default(M, w):
-                best = next((r.config for r in self._ranked("confirm", M) if self.writable(M, r.config)), None)
+                best = next((r.config for r in self._ranked(self.ph("confirm"), M) if self.writable(M, r.config)), None)
                 why = "is the fastest" if best == w else f"within the {pct(TIE_BAND)} tie band of the fastest"
                 self.winners[M], self.decisions[M] = w, Decision("default", f"default: {why}")
                 continue
-            rec = self._seen_record("ab", M, w)
+            rec = self._seen_record(self.ph("ab"), M, w)
             st = ab_stats(rec.rounds) if rec is not None and rec.ok and rec.rounds else None
             failed = "not measured" if rec is None else (rec.status if not rec.ok else "no usable rounds")
             d = self.default_entry(M)
@@ -283,12 +306,12 @@ class Strategy:
                 text = (f"default: margin {pct(st.margin)} < threshold {pct(st.threshold)}" if st is not None
                         else f"default: the A/B failed ({failed})")
                 fallback[M] = Decision("default", text, w, st, replaced=True)
-        todo = self._unmeasured("check", [Point("check", M, self.default_entry(M)) for M in sorted(fallback)])
+        todo = self._unmeasured(self.ph("check"), [Point(self.ph("check"), M, self.default_entry(M)) for M in sorted(fallback)])
         if todo:
             yield todo
         for M, dec in sorted(fallback.items()):
             d = self.default_entry(M)
-            rec = self._seen_record("check", M, d)
+            rec = self._seen_record(self.ph("check"), M, d)
             if rec is not None and rec.ok:
                 self.winners[M], self.decisions[M] = d, dec
             else:  # the default itself fails the gate (or crashed): the gated pick stays
@@ -348,10 +371,10 @@ class FastSearch(Strategy):
         for M in self.batch_sizes:
             seeds = tile_representatives(self.cands[M])
             d = self.space.canonical(self.defaults[M], M)
-            if d in self.candset[M]:
+            if d in self.candset[M] or (self.gemm == "down" and d == self.defaults[M]):
                 seeds.append(d)
-            pts += [Point("screen", M, c) for c in seeds]
-        todo = self._unmeasured("screen", pts)
+            pts += [Point(self.ph("screen"), M, c) for c in seeds]
+        todo = self._unmeasured(self.ph("screen"), pts)
         if todo:
             yield todo
         leaders_prev: dict[int, list] = {}
@@ -362,14 +385,14 @@ class FastSearch(Strategy):
                 if leaders[M] == leaders_prev.get(M) and leaders_prev:
                     continue  # converged at this batch size
                 for c in leaders[M]:
-                    pts += [Point("screen", M, n) for n in self.neighbours(c, M)]
+                    pts += [Point(self.ph("screen"), M, n) for n in self.neighbours(c, M)]
                 for j in (i - 1, i + 1):  # the neighbouring batch sizes' best
                     if 0 <= j < len(self.batch_sizes) and leaders[self.batch_sizes[j]]:
                         c = self.space.canonical(leaders[self.batch_sizes[j]][0], M)
                         if c in self.candset[M]:
-                            pts.append(Point("screen", M, c))
+                            pts.append(Point(self.ph("screen"), M, c))
             leaders_prev = leaders
-            todo = self._unmeasured("screen", pts)
+            todo = self._unmeasured(self.ph("screen"), pts)
             if not self.asked:
                 return  # nothing new to look at: converged (a resumed run may have measured it all)
             if todo:
@@ -387,7 +410,7 @@ class ExhaustiveSearch(Strategy):
         return self.space.candidates(M, tpe, prune_cannot_win=False)
 
     def search_rounds(self) -> Rounds:
-        todo = self._unmeasured("screen", [Point("screen", M, c) for M in self.batch_sizes for c in self.cands[M]])
+        todo = self._unmeasured(self.ph("screen"), [Point(self.ph("screen"), M, c) for M in self.batch_sizes for c in self.cands[M]])
         if todo:
             yield todo
 

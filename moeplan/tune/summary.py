@@ -45,21 +45,39 @@ def kept_default_line(rows) -> str:
     return line
 
 
+def down_line(rows) -> str:
+    """How many `_down` entries repeat the up entry (GEMM2 runs it unless a config beat it in the A/B)."""
+    downs = [r for r in rows if r.down is not None]
+    own = sum(r.down != r.winner for r in downs)
+    return (f"{len(downs) - own} of {len(downs)} down entries repeat the up entry, {own} beat it in the A/B "
+            "(GEMM2 with GEMM1 on the up entry)")
+
+
 def rich_summary(outcome: TableOutcome):
     """A rich Table: per batch size the winner, its time, the default's, speed-up, roofline fraction
     and why the entry is what it is (the evidence rule)."""
     from rich.table import Table
 
     t = Table(title=f"{outcome.path.name}  ({outcome.message})", title_justify="left")
-    for col, j in (("M", "right"), ("winner BM/BN/BK/G/warps/stages", "left"), ("time us", "right"),
-                   ("default us", "right"), ("speed-up", "right"), ("floor us", "right"), ("of roofline", "right"),
-                   ("decision", "left")):
+    pair = any(r.down is not None for r in outcome.rows)  # SGLang: GEMM2's own `_down` entry
+    cols = [("M", "right"), ("winner BM/BN/BK/G/warps/stages", "left"), ("time us", "right"),
+            ("default us", "right"), ("speed-up", "right"), ("floor us", "right"), ("of roofline", "right"),
+            ("decision", "left")]
+    if pair:
+        cols[2:2] = [("down (GEMM2)", "left"), ("pair us", "right")]
+        cols.append(("down decision", "left"))
+    for col, j in cols:
         t.add_column(col, justify=j)
     for r in outcome.rows:
         cfg = r.winner.short() if r.winner else f"[red]{r.status}[/red]"
-        t.add_row(str(r.M), cfg, _fmt(r.time_us), _fmt(r.default_us), _fmt(r.speedup, ".2f", "x"),
-                  _fmt(r.floor_us), _fmt(None if r.roofline is None else 100 * r.roofline, ".0f", "%"),
-                  r.decision.text if r.decision else "-")
+        cells = [str(r.M), cfg, _fmt(r.time_us), _fmt(r.default_us), _fmt(r.speedup, ".2f", "x"),
+                 _fmt(r.floor_us), _fmt(None if r.roofline is None else 100 * r.roofline, ".0f", "%"),
+                 r.decision.text if r.decision else "-"]
+        if pair:
+            same = r.down is None or r.down == r.winner
+            cells[2:2] = ["= up" if same else r.down.short(), _fmt(r.down_us if not same else None)]
+            cells.append(r.down_decision.text.replace("default", "up entry", 1) if r.down_decision else "-")
+        t.add_row(*cells)
     g = geomean(r.speedup for r in outcome.rows)
     gr = geomean(r.roofline for r in outcome.rows)
     t.caption = (f"geomean speed-up over the default heuristic {_fmt(g, '.2f', 'x')}, "
@@ -67,6 +85,6 @@ def rich_summary(outcome: TableOutcome):
                  f"{outcome.points} points, {outcome.configs} configs, {outcome.failed} failed, "
                  f"{outcome.wall_s:.0f} s; engine profile {outcome.engine}; "
                  f"floor = max(bytes/bandwidth, flops/peak), {outcome.ceilings_source}; "
-                 f"{kept_default_line(outcome.rows)}")
+                 f"{kept_default_line(outcome.rows)}" + (f"; {down_line(outcome.rows)}" if pair else ""))
     t.caption_justify = "left"
     return t

@@ -102,7 +102,7 @@ def worker_main(conn, gpu: Optional[int], job: dict, restart_every: int) -> None
                     _, tid, cfgd, pts = msg
                     cfg = KernelConfig.from_dict(cfgd)
                     queue.append((tid, cfg, pts))
-                    bench.precompile(cfg, [m for m, ph in pts if ph != "check"])
+                    bench.precompile(cfg, [m for m, ph in pts if not ph.endswith("check")])
             i = _next_task(queue, bench)
             if i is None:
                 bench.wait_compiled([c for _, c, _ in queue], timeout=0.05)
