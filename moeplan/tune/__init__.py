@@ -1,5 +1,5 @@
 """The autotuner: the search space and its pruning (`space`), search strategies (`search`),
-routing draws (`routing`), one table's job (`job`), measuring workers (`worker`, `measure`),
+routing draws (`routing`), one table's job (`job`), measuring workers (`worker`, `measure`; its test hooks: injected faults and a cost model, `hooks`),
 where measurements run (`backends`, `ray_backend`), checkpoints (`checkpoint`), the per-table lock
 (`lock`), the evidence rule (`evidence`: an entry leaves the default config only on an A/B
 margin above the noise), the summary (`summary`), the one tuning entry point over table specs (`api`) and the
