@@ -6,8 +6,16 @@ size, N intermediate size, topk slots per token, T = M * topk (token, slot) pair
 P padded rows from align (see align.py).
 
 `fused_experts` / `LayerPlan` run the FAITHFUL kernel under an engine profile
-(moeplan.engine): its launch rules (align or naive assignment, EP pairs dropped or padded,
-the operand swap) come from moeplan.launch, the geometry the tuner's pruning uses too.
+(moeplan.engines.profile): its launch rules come from moeplan.engines.launch (`plan_launch`),
+the geometry the tuner's pruning uses too:
+  * align or the naive assignment (vLLM, very sparse batches);
+  * EP pairs dropped (vLLM 0.33), padded into -1 tiles over the global experts (older vLLM)
+    or put in align's -1 bucket, placed first (SGLang: E + 1 buckets, zero-writing tiles);
+  * the operand swap for small-M fp8 tiles: one decision for both GEMMs (vLLM, sm_90) or
+    one per GEMM from its own config (SGLang, sm_9x);
+  * GEMM2's own config (SGLang's `_down` table: `down_config`, BLOCK_SIZE_M tied to GEMM1's
+    since one align serves both GEMMs; `USE_TMA` keys are ignored: the TMA paths are not modelled);
+  * BLOCK_SIZE_K under block quantization clamped to the block (vLLM) or run as given (SGLang).
 `variant="fast"` adds split-K, the fused top-k sum, TMA loads and tile-ordered rows
 (FastPlan); it ranks configs differently, so `moeplan tune` measures the faithful one.
 """
@@ -58,13 +66,40 @@ def _config_dict(config: Union[None, dict, KernelConfig], M: int, E: int, N: int
             "float32" if dtype == torch.float32 else None)
         block = quant.block_shape if quant is not None else None
         return default_config(M, E, N, K, topk, dtype=name, block_shape=block, heuristic=heuristic).to_dict()
+    return _knobs(config)
+
+
+def _knobs(config: Union[dict, KernelConfig]) -> dict:
+    """The six knobs of an entry. The four block knobs are required; an entry without launch
+    options or grouping runs as Triton launches by default (4 warps, 3 stages) with no
+    grouping; other keys (SGLang's USE_TMA, launch options) are ignored."""
     if isinstance(config, KernelConfig):
         return config.to_dict()
-    # the four block knobs are required; an entry without launch options or grouping runs
-    # as Triton launches by default (4 warps, 3 stages) with no grouping; other keys are ignored
     d = {"GROUP_SIZE_M": 1, "num_warps": 4, "num_stages": 3}
     d.update({k: config[k] for k in KNOBS if k in config})
     return KernelConfig.from_dict({k: int(v) for k, v in d.items()}).to_dict()
+
+
+def gemm2_config(engine: EngineProfile, config: dict, down_config: Union[None, dict, KernelConfig]) -> dict:
+    """The config GEMM2 runs under `engine`: `config` (GEMM1's) when `down_config` is None,
+    else down_config's knobs with BLOCK_SIZE_M forced to config's (one align serves both
+    GEMMs; SGLang overwrites a `_down` entry's BLOCK_SIZE_M the same way; an absent one is
+    taken from config). `USE_TMA` and other non-knob keys are ignored.
+    ValueError when the profile has no `_down` tables (`down_tables`) and down_config's knobs
+    differ from config's: that engine runs one config for both GEMMs.
+    """
+    if down_config is None:
+        return config
+    given = down_config.to_dict() if isinstance(down_config, KernelConfig) else dict(down_config)
+    given.setdefault("BLOCK_SIZE_M", config["BLOCK_SIZE_M"])
+    down = _knobs(given)
+    up = {k: int(config[k]) for k in KNOBS}
+    if not engine.down_tables and down != up:
+        short = KernelConfig(**down).short()
+        raise ValueError(f"engine profile {engine.name} runs one config for both GEMMs (no _down tables): "
+                         f"down_config {short} differs from the up config {KernelConfig(**up).short()}")
+    down["BLOCK_SIZE_M"] = up["BLOCK_SIZE_M"]
+    return down
 
 
 @dataclass
@@ -175,19 +210,22 @@ def _split_k(programs: int, k_steps: int, sms: int) -> int:
 
 
 def fast_plan(shape: LayerShape, config: dict, q1: "GemmQuant", q2: "GemmQuant", sms: int,
-              tma: bool = True) -> FastPlan:
+              tma: bool = True, config2: Optional[dict] = None) -> FastPlan:
     """The fast variant's choices: split K where a GEMM has too few programs to fill the
-    card (decode), fuse the top-k sum where the fp32 output stays small.
+    card (decode), fuse the top-k sum where the fp32 output stays small. `config2`: GEMM2's
+    own config (None: `config`).
 
     Live M tiles are estimated as min(E, T) + T // BLOCK_SIZE_M (each expert hit starts a
     tile; the grid's other tiles exit at once).
     """
     s = shape
     T = s.M * s.topk
+    config2 = config if config2 is None else config2
     BM, BN = int(config["BLOCK_SIZE_M"]), int(config["BLOCK_SIZE_N"])
+    BN2 = int(config2["BLOCK_SIZE_N"])
     m_tiles = min(s.E, T) + T // BM
     split1 = _split_k(m_tiles * cdiv(2 * s.N, BN), cdiv(s.K, effective_block_k(config, q1)), sms)
-    split2 = _split_k(m_tiles * cdiv(s.K, BN), cdiv(s.N, effective_block_k(config, q2)), sms)
+    split2 = _split_k(m_tiles * cdiv(s.K, BN2), cdiv(s.N, effective_block_k(config2, q2)), sms)
     fuse = split2 > 1 or s.M * s.K * 4 <= FAST_SUM_BYTES
     rows_per_expert = T / max(1, min(s.E_global, T))
     if q2.act_mode == "group":
@@ -221,17 +259,22 @@ class LayerPlan:
 
     variant "faithful" (what `moeplan tune` measures) runs the engine's launch rules of
     `engine` (a profile or its name; None: the newest): align or naive assignment, EP pairs
-    dropped or padded, the operand swap on a device of `capability` (None: the device's own;
-    the CPU interpreter has none) or as `swap_ab` forces it. "fast" may split K and fuse the
-    top-k sum (see FastPlan; `fast` overrides its heuristics); it follows the profile's EP
-    rule but never swaps and always aligns.
+    dropped, padded or bucketed, the operand swap on a device of `capability` (None: the
+    device's own; the CPU interpreter has none) or as `swap_ab` forces it (both GEMMs), the
+    profile's BLOCK_SIZE_K rule. `down_config`: GEMM2's own config (SGLang's `_down` entry;
+    see `gemm2_config`: BLOCK_SIZE_M forced to config's, refused by profiles without `_down`
+    tables when it differs); None: GEMM2 runs `config`. `launch` is the row plan with both
+    GEMMs' orientations (`launch.swap`, `launch.swap2`); `config2` is GEMM2's config.
+    "fast" may split K and fuse the top-k sum (see FastPlan; `fast` overrides its
+    heuristics); it follows the profile's EP rule but never swaps, always aligns and always
+    clamps BLOCK_SIZE_K (it is moeplan's own kernel: never knowingly wrong).
     """
 
     def __init__(self, shape: LayerShape, dtype: torch.dtype, device, config: dict,
                  quant: Optional[QuantConfig], activation: str = "silu",
                  w1_bias=None, w2_bias=None, variant: str = "faithful", fast: Optional[FastPlan] = None,
                  engine: Union[None, str, EngineProfile] = None, capability: Optional[tuple[int, int]] = None,
-                 swap_ab: Optional[bool] = None):
+                 swap_ab: Optional[bool] = None, down_config: Union[None, dict, KernelConfig] = None):
         if variant not in VARIANTS:
             raise ValueError(f"unknown kernel variant {variant!r}; valid: {', '.join(VARIANTS)}")
         self.shape, self.dtype, self.config, self.quant, self.activation = shape, dtype, config, quant, activation
@@ -244,14 +287,15 @@ class LayerPlan:
         self.w2_bias = w2_bias if w2_bias is not None else (quant.w2_bias if quant is not None else None)
         BM = int(config["BLOCK_SIZE_M"])
         self.engine = resolve_engine(engine)
+        self.config2 = gemm2_config(self.engine, config, down_config)  # GEMM2's config (BM = config's)
         if capability is None:
             capability = device_capability(device)
-        fixed = {} if variant == "faithful" else dict(swap=False, naive=False)
+        fixed = {} if variant == "faithful" else dict(swap=False, naive=False, bk_clamp=True)
         if variant == "faithful" and swap_ab is not None:
             fixed["swap"] = swap_ab
         self.launch = plan_launch(self.engine, s.info(quant), s.M, BM, int(config["BLOCK_SIZE_N"]), capability,
-                                  **fixed)
-        if self.launch.swap and not (quant is not None and quant.use_fp8_w8a8):
+                                  down_block_n=int(self.config2["BLOCK_SIZE_N"]), **fixed)
+        if (self.launch.swap or self.launch.swap2) and not (quant is not None and quant.use_fp8_w8a8):
             raise ValueError("the operand swap is an fp8_w8a8 launch rule; this layer is "
                              f"{quant.scheme if quant is not None else 'unquantized'}")
         f = dict(device=device)
@@ -259,9 +303,10 @@ class LayerPlan:
             self.align = None
             self.ntpp = torch.full((1,), self.launch.padded_rows, dtype=torch.int32, **f)  # (1,) int32
         else:
-            self.align = AlignBuffers.allocate(T, self.launch.align_experts, BM, device)
+            self.align = AlignBuffers.allocate(T, self.launch.align_buckets, BM, device)
         if variant == "fast" and fast is None:
-            fast = fast_plan(s, config, self.q1, self.q2, _sm_count(device), tma=_has_tma(device))
+            fast = fast_plan(s, config, self.q1, self.q2, _sm_count(device), tma=_has_tma(device),
+                             config2=self.config2)
         self.fast = fast if variant == "fast" else None
         fp = self.fast or FAITHFUL
         P = self.launch.padded_rows
@@ -318,7 +363,8 @@ class LayerPlan:
             self._naive_ids = topk_ids.reshape(-1)
             return
         moe_align_block_size(topk_ids, int(self.config["BLOCK_SIZE_M"]), self.launch.align_experts,
-                             expert_map, buffers=self.align, drop=self.launch.ep_drop)
+                             expert_map, buffers=self.align, drop=self.launch.ep_drop,
+                             bucket=self.launch.ep_bucket)
 
     def rows(self):
         """(sorted_token_ids, expert_ids, num_tokens_post_padded) of the last align (naive:
@@ -364,7 +410,7 @@ class LayerPlan:
                         False, self.shape.topk, self.config, self.T,
                         split_k=fp.split1, atomic=fp.split1 > 1, compute_dtype=self.dtype,
                         tma=fp.tma, one_acc=fp.one_acc, a_sorted=fp.sort1, c_sorted=fp.sort2,
-                        fit_stages=fp.fit_stages, launch=self.launch)
+                        fit_stages=fp.fit_stages, launch=self.launch, gemm=1)
 
     def run_activation(self):
         q = self.q2
@@ -388,10 +434,10 @@ class LayerPlan:
         if self.launch.ep_drop and not fused:
             self.c2.zero_()  # dropped pairs get no row from GEMM2: they must add zero to the sum
         invoke_moe_gemm(a, w2, self.out32 if fused else self.c2, a_s, self.q2, self.w2_bias, topk_weights,
-                        sorted_ids, expert_ids, ntpp, True, 1, self.config, self.T, split_k=fp.split2,
+                        sorted_ids, expert_ids, ntpp, True, 1, self.config2, self.T, split_k=fp.split2,
                         atomic=fused, out_div=self.shape.topk if fused else 1, compute_dtype=self.dtype,
                         tma=fp.tma, one_acc=fp.one_acc, a_sorted=fp.sort2, fit_stages=fp.fit_stages,
-                        launch=self.launch)
+                        launch=self.launch, gemm=2)
 
     def run_sum(self, out):
         s = self.shape
@@ -429,6 +475,7 @@ def fused_experts(
     engine: Union[None, str, EngineProfile] = None,
     capability: Optional[tuple[int, int]] = None,
     swap_ab: Optional[bool] = None,
+    down_config: Union[None, dict, KernelConfig] = None,
 ) -> torch.Tensor:
     """The fused-MoE layer: out[m] = sum_j w[m, j] * down_e(act(gate_up_e(x[m]))), e = ids[m, j].
 
@@ -439,8 +486,8 @@ def fused_experts(
     its tensors (None: unquantized); biases (E, 2N) / (E, K). Returns (M, K) in x.dtype.
     Tokens are processed in chunks of `chunk_tokens` to bound memory.
     engine: the engine profile whose launch rules the faithful kernel follows (None: the
-    newest; see LayerPlan for `capability` and `swap_ab`), and whose default heuristic picks
-    the config when `config` is None.
+    newest; see LayerPlan for `capability`, `swap_ab` and `down_config`, GEMM2's own config),
+    and whose default heuristic picks the config when `config` is None.
     variant "faithful" (default) is the kernel `moeplan tune` measures; "fast" may split K
     at small M and sum the top-k slots inside GEMM2 (fp32 atomics: the result's rounding
     and summation order differ, and so may the config that wins; see FastPlan).
@@ -467,7 +514,7 @@ def fused_experts(
         if m not in plans:
             sub = LayerShape(m, shape.E, shape.E_global, shape.N, shape.K, shape.topk, shape.has_map)
             plans[m] = LayerPlan(sub, x.dtype, x.device, cfg, quant, activation, w1_bias, w2_bias, variant,
-                                 engine=engine, capability=capability, swap_ab=swap_ab)
+                                 engine=engine, capability=capability, swap_ab=swap_ab, down_config=down_config)
         plans[m].run(x[start:start + m], w1, w2, topk_weights[start:start + m], topk_ids[start:start + m],
                      expert_map, out[start:start + m])
     return out

@@ -16,13 +16,18 @@ assume (spec: tuning_files.md, "Kernel semantics the configs assume"):
   * each M tile is BLOCK_SIZE_M rows of sorted_token_ids, all of one expert (or, with the
     naive assignment of an engine profile, one (token, slot) pair);
     tiles at or past num_tokens_post_padded exit at once; tiles of expert -1 (owned by
-    another EP rank, when the profile pads EP pairs) write zeros; sentinel rows (id >= T)
-    are never stored;
+    another EP rank, when the profile pads EP pairs or puts them in align's -1 bucket)
+    write zeros into their rows; sentinel rows (id >= T) are never stored;
   * fp32 accumulation over I in BLOCK_SIZE_K steps, num_stages-deep pipelining,
     num_warps warps; masks for partial K and N tiles; small-M fp8 tiles computed
-    transposed where the profile's operand swap applies;
+    transposed where the profile's operand swap applies (decided per GEMM: `Launch.swap_of`);
   * optional router-weight multiply and expert bias in the epilogue;
-  * block quantization clamps BLOCK_SIZE_K to min(BLOCK_SIZE_K, min(block_shape)).
+  * block quantization: one activation and one weight scale per BLOCK_SIZE_K step, read at
+    the step's first k. Where the profile clamps (vLLM) BLOCK_SIZE_K runs as
+    min(BLOCK_SIZE_K, min(block_shape)), so a step never spans two scale blocks; where it
+    does not (SGLang) BLOCK_SIZE_K runs as given, and a BK that does not divide block_k
+    applies the step's first scale to k the next block's scale covers: wrong results,
+    as the engine's kernel computes them (the tuner's correctness gate rejects such configs).
 Weight-only fp8 (fp8_w8a16) and MXFP4 (gpt-oss) weights are dequantized tile by tile to the
 activation dtype and multiplied with the 16-bit dot (QUANT 4 and 5; see `_e2m1_to_f32`).
 This is the FAITHFUL kernel that `moeplan tune` measures; the fast variant's options
@@ -567,10 +572,15 @@ def tma_eligible(B: torch.Tensor, gq: GemmQuant, BN: int, BK: int) -> bool:
     return gq.kind in (Q_NONE, Q_W8A8, Q_W8A8_BLOCK) and _tma_box_ok(B, BN, BK)
 
 
-def effective_block_k(config: dict, gq: GemmQuant) -> int:
-    """BLOCK_SIZE_K as the kernel runs it (moeplan.launch's rule: min(BK, bn, bk) with block quant)."""
-    bk = _launch_block_k(int(config["BLOCK_SIZE_K"]), tuple(gq.block_shape) if gq.block_shape else None)
-    if gq.block_shape is not None:
+def effective_block_k(config: dict, gq: GemmQuant, clamp: bool = True) -> int:
+    """BLOCK_SIZE_K as the kernel runs it (moeplan.engines.launch's rule: with block quant and
+    `clamp`, min(BK, bn, bk); without the clamp, BK as given).
+
+    Clamped, a BK that still does not divide block_k is refused: the kernel would need a scale
+    per element. Unclamped (SGLang) it is run, one scale per step as that engine does (module doc).
+    """
+    bk = _launch_block_k(int(config["BLOCK_SIZE_K"]), tuple(gq.block_shape) if gq.block_shape else None, clamp)
+    if gq.block_shape is not None and clamp:
         if gq.block_shape[1] % bk:
             raise ValueError(f"BLOCK_SIZE_K {bk} does not divide the block size {gq.block_shape[1]}")
     return bk
@@ -634,6 +644,7 @@ def invoke_moe_gemm(
     c_sorted: bool = False,
     fit_stages: bool = False,
     launch: Optional[Launch] = None,
+    gemm: int = 1,
 ) -> None:
     """One grouped GEMM: C[t] = A[t // top_k] @ B[expert(t)].T (+ bias) (* weight[t]).
 
@@ -650,9 +661,11 @@ def invoke_moe_gemm(
     holds P rows in tile order, sentinel rows and unused tiles written as zeros.
     `fit_stages` caps num_stages at the K steps one program runs, keeping FAST_STAGE_FLOOR
     (deeper buffers would hold nothing but take shared memory another program could use).
-    `launch` (moeplan.launch.plan_launch) carries the engine's row plan and tile orientation:
-    with `launch.naive` expert_ids is topk_ids flattened and the grid has one M tile per pair
-    (sorted_token_ids is not read); with `launch.swap` the tiles are computed transposed.
+    `launch` (moeplan.engines.launch.plan_launch) carries the engine's row plan, tile
+    orientations and BLOCK_SIZE_K rule: with `launch.naive` expert_ids is topk_ids flattened and
+    the grid has one M tile per pair (sorted_token_ids is not read); with `launch.swap_of(gemm)`
+    (`gemm` 1: gate_up, 2: down) the tiles are computed transposed; `launch.bk_clamp` (None
+    launch: True) clamps BLOCK_SIZE_K under block quantization.
     """
     assert sorted_token_ids.stride(0) == 1 and C.stride(1) == 1
     if split_k > 1 or out_div > 1:
@@ -663,11 +676,11 @@ def invoke_moe_gemm(
     I = A.shape[1]
     BM = int(config["BLOCK_SIZE_M"])
     BN = int(config["BLOCK_SIZE_N"])
-    BK = effective_block_k(config, gq)
+    BK = effective_block_k(config, gq, launch.bk_clamp if launch is not None else True)
     GM = int(config["GROUP_SIZE_M"])
     EM = launch.padded_rows if launch is not None else sorted_token_ids.shape[0]
     naive = launch is not None and launch.naive
-    swap = launch is not None and launch.swap
+    swap = launch is not None and launch.swap_of(gemm)
     if swap and not (gq.kind in (Q_W8A8, Q_W8A8_BLOCK) and A.dtype == torch.float8_e4m3fn
                      and not (atomic or a_sorted or c_sorted or tma)):
         raise ValueError("the operand swap runs fp8_w8a8 GEMMs of the faithful kernel only "

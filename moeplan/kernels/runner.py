@@ -54,11 +54,10 @@ class MoeRunner:
                                    self.engine.heuristic)
         self.variant, self.fast = variant, fast
         self.down_config = down_config  # GEMM2's own config (SGLang `_down`); None: GEMM2 runs `config`
+        # LayerPlan ties its BLOCK_SIZE_M to config's and refuses it under profiles without _down tables
         self.plan = LayerPlan(shape, x.dtype, x.device, self.config, quant, activation, w1_bias, w2_bias,
                               variant, fast, engine=self.engine, capability=capability, swap_ab=swap_ab,
-                              **({} if down_config is None else {"down_config": _config_dict(
-                                  down_config, shape.M, shape.E, shape.N, shape.K, shape.topk, quant, x.dtype,
-                                  self.engine.heuristic)}))
+                              down_config=down_config)
         self.out = torch.empty((shape.M, shape.K), dtype=x.dtype, device=x.device)  # (M, K)
 
     # ---- construction helpers ------------------------------------------------------------
