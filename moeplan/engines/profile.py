@@ -37,7 +37,7 @@ class EngineProfile:
       capability exactly 9.0 (the token dimension becomes the matrix instruction's N side).
     naive_assignment: with no expert map and M * topk * 4 <= E_g, align is skipped and each
       (token, slot) pair is its own M tile (not for the grouped weight-only int4/int8 path).
-    ep_align: EP_ALIGN_DROP or EP_ALIGN_PAD (see the constants).
+    ep_align: EP_ALIGN_DROP, EP_ALIGN_PAD or EP_ALIGN_BUCKET (see the constants).
     block_m: the BLOCK_SIZE_M values the engine's tables use and its kernel runs.
     heuristic: which default-config rule the engine applies without a table.
     base_domains: the tuning script's domains of the other five knobs.
@@ -88,7 +88,9 @@ class EngineProfile:
         return {k: d[k] for k in KNOBS}
 
     def uses_swap(self, scheme: str, capability: Optional[tuple[int, int]], block_m: int, block_n: int) -> bool:
-        """Whether a launch of this config computes its tiles transposed (both GEMMs alike)."""
+        """Whether a launch of a config with this (BM, BN) computes its tiles transposed: under
+        "sm90" the one config's answer holds for both GEMMs; under "sm9x" each GEMM asks with its
+        own config (`engines.launch.plan_launch`)."""
         if not (self.swap_ab and scheme == "fp8_w8a8" and capability is not None and block_m < 64
                 and block_n >= 64):
             return False
