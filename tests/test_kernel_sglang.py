@@ -203,6 +203,8 @@ def test_down_config_runs_gemm2_and_ties_block_m(monkeypatch):
     gemm1, gemm2 = spy.calls[-2], spy.calls[-1]
     assert gemm1[0] == 1 and gemm1[1] == up
     assert gemm2[0] == 2 and gemm2[1] == plan.config2
+    # USE_TMA in the up entry is ignored too (moeplan does not model the TMA paths)
+    assert _plan(inp, dict(up, USE_TMA=True), engine=SGL, down_config=down).config2 == plan.config2
     # None: GEMM2 runs the up config (today's behaviour); a KernelConfig is accepted too
     assert _plan(inp, up, engine=SGL).config2 is up
     assert _plan(inp, up, engine=SGL, down_config=KernelConfig(32, 64, 32, 1, 4, 2)).config2["BLOCK_SIZE_M"] == 16
