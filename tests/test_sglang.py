@@ -350,9 +350,10 @@ def test_tune_writes_the_pair_sglang_loads(tiny_model, tmp_path, monkeypatch):
     r = runner.invoke(app, args)
     assert r.exit_code == 0 and "up to date" in " ".join(r.output.split()), r.output
     assert before == {n: (folder / n).stat().st_mtime_ns for n in (up, down)}
-    # verify reads both under SGLang's rules
-    r = runner.invoke(app, ["verify", str(folder / up), str(folder / down)])
+    # verify reads both under SGLang's rules (the folder of the pair)
+    r = runner.invoke(app, ["verify", str(folder), "--strict"])
     assert r.exit_code == 0, r.output
+    assert up in r.output and down in r.output
 
 
 def test_tune_refuses_a_down_table_without_its_up_table(tiny_model, tmp_path):

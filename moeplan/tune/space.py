@@ -130,14 +130,16 @@ def load_search_space(path: str) -> list[KernelConfig]:
     return parse_search_space(text, repr(str(path)))
 
 
-def smem_bytes(cfg: KernelConfig, shape: ShapeInfo) -> int:
-    """Shared memory of one program of cfg (moeplan.launch's estimate, the launcher's too)."""
-    return _launch_smem(cfg.BLOCK_SIZE_M, cfg.BLOCK_SIZE_N, cfg.BLOCK_SIZE_K, cfg.num_stages, shape)
+def smem_bytes(cfg: KernelConfig, shape: ShapeInfo, profile: Optional[EngineProfile] = None) -> int:
+    """Shared memory of one program of cfg (moeplan.launch's estimate, the launcher's too), with
+    BLOCK_SIZE_K as `profile` runs it (None: clamped, as vLLM)."""
+    return _launch_smem(cfg.BLOCK_SIZE_M, cfg.BLOCK_SIZE_N, cfg.BLOCK_SIZE_K, cfg.num_stages, shape, profile)
 
 
-def effective_block_k(cfg: KernelConfig, shape: ShapeInfo) -> int:
-    """BLOCK_SIZE_K as the kernel runs cfg (moeplan.launch: clamped to min(block_shape))."""
-    return _launch_block_k(cfg.BLOCK_SIZE_K, shape.w8a8_block)
+def effective_block_k(cfg: KernelConfig, shape: ShapeInfo, profile: Optional[EngineProfile] = None) -> int:
+    """BLOCK_SIZE_K as the kernel runs cfg (moeplan.launch: clamped to min(block_shape) unless
+    `profile` runs it unclamped, as SGLang does)."""
+    return _launch_block_k(cfg.BLOCK_SIZE_K, shape.w8a8_block, profile.bk_clamp if profile is not None else True)
 
 
 def max_m_tiles(M: int, shape: ShapeInfo, block_m: int, profile: Optional[EngineProfile] = None) -> int:
@@ -214,14 +216,14 @@ class SearchSpace:
                 continue
             if c in seen:
                 continue
-            run_as = (c.BLOCK_SIZE_M, c.BLOCK_SIZE_N, effective_block_k(c, shape), c.GROUP_SIZE_M,
+            run_as = (c.BLOCK_SIZE_M, c.BLOCK_SIZE_N, effective_block_k(c, shape, profile), c.GROUP_SIZE_M,
                       c.num_warps, c.num_stages)
             if run_as in programs:
                 # the kernel clamps BLOCK_SIZE_K to min(block_shape): an earlier config launches
                 # the same program
                 rep.clamped_k += 1
                 continue
-            if smem_bytes(c, shape) > smem_limit:
+            if smem_bytes(c, shape, profile) > smem_limit:
                 rep.smem += 1
                 continue
             seen.add(c)
@@ -230,7 +232,7 @@ class SearchSpace:
         if not kept:
             rep.fallback = True
             legal = [c for c in configs if block_ok(c)]
-            kept = [min(legal or configs, key=lambda c: (smem_bytes(c, shape), c))]
+            kept = [min(legal or configs, key=lambda c: (smem_bytes(c, shape, profile), c))]
         rep.kept = len(kept)
         return cls(kept, shape, smem_limit, rep, profile)
 
@@ -268,7 +270,7 @@ class SearchSpace:
         return out
 
     def fits(self, cfg: KernelConfig) -> bool:
-        return smem_bytes(cfg, self.shape) <= self.smem_limit
+        return smem_bytes(cfg, self.shape, self.profile) <= self.smem_limit
 
 
 def _next_pow2(x: int) -> int:
