@@ -9,7 +9,8 @@ import pytest
 from moeplan.engines.knobs import KernelConfig
 from moeplan.engines.vllm import default_config
 from moeplan.tune.checkpoint import Record, ResultStore
-from moeplan.tune.evidence import (AB_ROUNDS, MIN_MARGIN, SPREAD_FACTOR, TIE_BAND, ab_order, ab_stats, distance,
+from moeplan.tune.evidence import (AB_ROUNDS, INCONCLUSIVE, MIN_MARGIN, SPREAD_FACTOR, TIE_BAND, ab_order, ab_stats,
+                                   distance,
                                    tie_ordered)
 from moeplan.tune.search import ExhaustiveSearch, SearchParams
 from moeplan.tune.space import SearchSpace, ShapeInfo
@@ -62,9 +63,10 @@ def rounds_of(a_us: float, b_us: float, noise_a: float = 0.0):
     return tuple((a_us * (1 + noise_a * (1 if i % 2 else -1)), b_us) for i in range(AB_ROUNDS))
 
 
-def run(times: dict, ab: dict, space=(D, A, B, F, SLOW), store=None, wrong=(), crash_ab=False):
+def run(times: dict, ab: dict, space=(D, A, B, F, SLOW), store=None, wrong=(), crash_ab=False, ab_more=None):
     """Drive an exhaustive search over `space` at M: times[cfg] answers screen/confirm, ab[cfg]
-    (candidate's, default's us, noise) the A/B; returns the strategy and the points measured."""
+    (candidate's, default's us, noise) the A/B and ab_more[cfg] its second batch of rounds (default:
+    the same as the first); returns the strategy and the points measured."""
     sp = SearchSpace.build(list(space), MIXTRAL)
     st = ExhaustiveSearch(sp, [M], store or ResultStore(), {M: D}, None, SearchParams())
     asked = []
@@ -73,13 +75,14 @@ def run(times: dict, ab: dict, space=(D, A, B, F, SLOW), store=None, wrong=(), c
             asked.append(p)
             if p.phase == "check":
                 st.store.add(Record("check", p.M, p.config, "wrong" if p.config in wrong else "ok"))
-            elif p.phase == "ab":
+            elif p.phase in ("ab", "ab_more"):
                 if crash_ab:
-                    st.store.add(Record("ab", p.M, p.config, "crash", error="worker died"))
+                    st.store.add(Record(p.phase, p.M, p.config, "crash", error="worker died"))
                     continue
-                r = rounds_of(*ab[p.config])
+                r = rounds_of(*(ab if p.phase == "ab" or ab_more is None else ab_more)[p.config])
                 a = [x for x, _ in r]
-                st.store.add(Record("ab", p.M, p.config, "ok", statistics.median(a), min(a), max(a), len(r), rounds=r))
+                st.store.add(Record(p.phase, p.M, p.config, "ok", statistics.median(a), min(a), max(a), len(r),
+                                    rounds=r))
             else:
                 t = times.get(p.config, 300.0)
                 st.store.add(Record(p.phase, p.M, p.config, "ok", t, t, t, 1))
@@ -113,6 +116,25 @@ def test_a_noisy_candidate_gives_the_default():
     assert dec.stats.threshold > dec.stats.margin
     assert st.winners[M] == D and dec.kind == "default"
     assert dec.text.startswith("default: margin ") and "< threshold" in dec.text
+
+
+def test_an_inconclusive_ab_is_measured_again_and_decided_on_all_rounds():
+    # first batch: 3% ahead with rounds swinging +-3% (threshold ~6%: short, but by less than half);
+    # the second batch is quiet and 4% ahead: sixteen rounds, half of them swinging, clear the bar
+    st, asked = run({D: 100.0, A: 96.0}, {A: (97.0, 100.0, 0.03)}, ab_more={A: (96.0, 100.0, 0.0)})
+    assert [p.phase for p in asked].count("ab_more") == 1
+    dec = st.decisions[M]
+    assert dec.stats.rounds == 2 * AB_ROUNDS and dec.stats.margin >= dec.stats.threshold
+    assert st.winners[M] == A and dec.text.endswith(f" over {2 * AB_ROUNDS} rounds")
+    first = ab_stats(st.store.get("ab", M, A).rounds)
+    assert first.threshold > first.margin >= INCONCLUSIVE * first.threshold  # why it was extended
+
+
+def test_a_clear_loss_is_not_measured_again():
+    # 0.3% ahead against a 1% threshold: short by more than half, decided on one batch
+    st, asked = run({D: 100.0, A: 97.0}, {A: (99.7, 100.0, 0.0)})
+    assert "ab_more" not in [p.phase for p in asked]
+    assert st.winners[M] == D and st.decisions[M].stats.rounds == AB_ROUNDS
 
 
 def test_a_failed_ab_keeps_the_default():

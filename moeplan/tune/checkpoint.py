@@ -23,7 +23,7 @@ from typing import Iterable, Iterator, Optional
 from moeplan.engines.knobs import KNOBS, KernelConfig
 from moeplan.tables.table import atomic_write_text
 
-PHASES = ("screen", "confirm", "check", "ab")
+PHASES = ("screen", "confirm", "check", "ab", "ab_more")
 # GEMM2's own table (SGLang `_down`): the same phases of its search (moeplan.tune.search.DOWN_PREFIX)
 DOWN_PHASES = tuple("down_" + p for p in PHASES)
 OK = "ok"

@@ -11,6 +11,13 @@ a margin larger than the measured noise:
     threshold = max(MIN_MARGIN, SPREAD_FACTOR * pooled)
     candidate written  iff  margin >= threshold; otherwise the default config is.
 
+An inconclusive A/B -- short of a noise-set threshold (2x pooled > 1%) by less than half of it
+(margin >= INCONCLUSIVE * threshold) -- is measured again, as many rounds, and decided on all
+of them (same formulas).
+At large batch sizes the rounds of one side spread by 2-3% on an H200 whatever the batch
+length, so one batch of rounds put a 5% gain on either side of its threshold run after run;
+twice the rounds make both the margin and the spread steadier, and two tunes agree more often.
+
 Ties: confirmed configs within `TIE_BAND` of the fastest confirmed one are ordered by a fixed
 preference -- closest to the engine's default config (fewest knobs differing, then the smallest
 sum of |log2| ratios of the three block sizes), then KernelConfig's own order -- never by
@@ -32,6 +39,7 @@ AB_ROUNDS = 8  # interleaved rounds per A/B point (ABBA order: A B | B A | A B |
 MIN_MARGIN = 0.01  # a candidate must beat the default by at least 1% ...
 SPREAD_FACTOR = 2.0  # ... and by at least twice the pooled spread of the two sides' rounds
 TIE_BAND = 0.01  # confirmed configs within 1% of the best are ranked by preference, not by time
+INCONCLUSIVE = 0.5  # an A/B with threshold > margin >= INCONCLUSIVE * threshold is measured again
 
 BLOCK_KNOBS = ("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K")
 
@@ -79,6 +87,14 @@ def ab_stats(rounds: Iterable[Sequence[float]]) -> Optional[ABStats]:
     margin = 1.0 - statistics.median(x / y for x, y in pairs)
     return ABStats(statistics.median(a), statistics.median(b), sa, sb, pooled, margin,
                    max(MIN_MARGIN, SPREAD_FACTOR * pooled), len(pairs))
+
+
+def inconclusive(st: ABStats) -> bool:
+    """Whether one batch of rounds left the A/B undecided: short of a threshold the noise set (not
+    the 1% floor: a quiet A/B measured again says the same), by less than half of it, and not yet
+    extended (AB_ROUNDS rounds only)."""
+    noise_bound = SPREAD_FACTOR * st.pooled_spread > MIN_MARGIN
+    return noise_bound and not st.beats and st.margin >= INCONCLUSIVE * st.threshold and st.rounds <= AB_ROUNDS
 
 
 def distance(cfg: KernelConfig, default: KernelConfig) -> tuple[int, float]:

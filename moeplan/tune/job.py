@@ -488,8 +488,8 @@ class TableJob:
             rows.append(d)
         df = pd.DataFrame(rows)
         if len(df):
-            order = {"screen": 0, "confirm": 1, "check": 2, "ab": 3}
-            order.update({DOWN_PREFIX + k: 4 + v for k, v in list(order.items())})
+            order = {"screen": 0, "confirm": 1, "check": 2, "ab": 3, "ab_more": 4}
+            order.update({DOWN_PREFIX + k: 5 + v for k, v in list(order.items())})
             df = df.assign(_p=df["phase"].map(order)).sort_values(["batch_size", "_p", "median_us"],
                                                                  kind="stable").drop(columns="_p")
         if self.action == "merged" and self.csv_path.is_file():

@@ -317,7 +317,7 @@ class Bench:
             if phase == "check":
                 return self._check(cfg, M)
             self._await_precompile(cfg)
-            if phase == "ab":
+            if phase in ("ab", "ab_more"):  # ab_more: the same A/B again (moeplan.tune.evidence)
                 return self._ab(cfg, M)
             r = self.runner(cfg, M)
             ids, w = self.pools[M]

@@ -28,7 +28,8 @@ across batch sizes:
             is disqualified and the next is checked. Confirmed configs within TIE_BAND (1%) of
             the fastest are tried in a fixed preference order (closest to the default config
             first, then KernelConfig order), not in the order their noisy times give;
-  evidence  the gate's pick, when it is not the default config, is A/B'd against it (`ab`).
+  evidence  the gate's pick, when it is not the default config, is A/B'd against it (`ab`); an
+            inconclusive A/B is measured as long again (`ab_more`) and decided on all its rounds.
 `exhaustive` -- screen every candidate (no "cannot win" pruning), then confirm, gate and evidence.
 
 GEMM2's own table (SGLang's `_down`, `gemm="down"`): the same search and rules over the configs
@@ -45,7 +46,7 @@ from typing import Generator, Iterable, Optional, Sequence
 
 from moeplan.engines.knobs import KNOBS, KernelConfig
 from moeplan.tune.checkpoint import ResultStore
-from moeplan.tune.evidence import TIE_BAND, Decision, ab_stats, pct, tie_ordered
+from moeplan.tune.evidence import AB_ROUNDS, TIE_BAND, Decision, ab_stats, inconclusive, pct, tie_ordered
 from moeplan.tune.space import SearchSpace
 
 STRATEGIES = ("fast", "exhaustive")
@@ -273,6 +274,18 @@ class Strategy:
                                        if w is not None and not self.is_default(M, w)])
         if todo:
             yield todo
+        # an inconclusive A/B (short of the threshold, but by less than half of it) gets as many
+        # rounds again, and is decided on all of them: a noisy batch size then decides the same
+        # way run after run instead of by which side of the threshold one batch of rounds fell
+        more = []
+        for M, w in sorted(self.gated.items()):
+            rec = self._seen_record(self.ph("ab"), M, w) if w is not None and not self.is_default(M, w) else None
+            st = ab_stats(rec.rounds) if rec is not None and rec.ok and rec.rounds else None
+            if st is not None and inconclusive(st):
+                more.append(Point(self.ph("ab_more"), M, w))
+        todo = self._unmeasured(self.ph("ab_more"), more)
+        if todo:
+            yield todo
         fallback: dict[int, Decision] = {}  # M -> the decision if the default passes the gate
         for M in self.batch_sizes:
             w = self.gated.get(M)
@@ -286,6 +299,9 @@ class Strategy:
                 continue
             rec = self._seen_record(self.ph("ab"), M, w)
             st = ab_stats(rec.rounds) if rec is not None and rec.ok and rec.rounds else None
+            extra = self._seen_record(self.ph("ab_more"), M, w)
+            if st is not None and extra is not None and extra.ok and extra.rounds:
+                st = ab_stats(tuple(rec.rounds) + tuple(extra.rounds))
             failed = "not measured" if rec is None else (rec.status if not rec.ok else "no usable rounds")
             d = self.default_entry(M)
             if d is None:  # the user's space lacks the default: its best is written regardless
@@ -301,9 +317,11 @@ class Strategy:
                 self.decisions[M] = Decision("excluded", text, w, st, slower=slower)
             elif st is not None and st.beats:
                 self.winners[M] = w
-                self.decisions[M] = Decision("winner", f"winner: margin {pct(st.margin)} >= {pct(st.threshold)}", w, st)
+                self.decisions[M] = Decision("winner", f"winner: margin {pct(st.margin)} >= {pct(st.threshold)}"
+                                             f"{_rounds_note(st)}", w, st)
             else:
-                text = (f"default: margin {pct(st.margin)} < threshold {pct(st.threshold)}" if st is not None
+                text = (f"default: margin {pct(st.margin)} < threshold {pct(st.threshold)}{_rounds_note(st)}"
+                        if st is not None
                         else f"default: the A/B failed ({failed})")
                 fallback[M] = Decision("default", text, w, st, replaced=True)
         todo = self._unmeasured(self.ph("check"), [Point(self.ph("check"), M, self.default_entry(M)) for M in sorted(fallback)])
@@ -319,6 +337,11 @@ class Strategy:
                 self.winners[M] = self.gated[M]
                 self.decisions[M] = Decision("winner", f"winner: the default config failed the gate ({why})",
                                              dec.candidate, dec.stats)
+
+
+def _rounds_note(st) -> str:
+    """How many A/B rounds decided, when an inconclusive A/B was measured again."""
+    return f" over {st.rounds} rounds" if st.rounds > AB_ROUNDS else ""
 
 
 class FastSearch(Strategy):
