@@ -243,3 +243,31 @@ print(len(aliases), len(d["tables"]), len(d["invalid"]), round(dt, 3))
     n_presets, n_tables, n_invalid, seconds = r.stdout.split()
     assert n_presets == "36" and int(n_tables) > 100 and int(n_invalid) > 0
     assert float(seconds) < 1.0
+
+
+def test_sglang_matrix_looks_in_sglang_roots(tmp_path, tiny, monkeypatch):
+    # an SGLang matrix: names in SGLang's grammar, tables in <dir>/configs/triton_<installed>/, a
+    # tuned table without its _down pair is stale (GEMM2 would run the up entries)
+    monkeypatch.setattr("moeplan.engines.sglang.engine_config_dir", lambda *a: None)
+    from moeplan.engines import sglang
+
+    f = write(tmp_path, f'models = ["{tiny}"]\ndevices = ["{H100}"]\nengine = "sglang-0.5.23"\n'
+                        '[[layouts]]\ntp = 1\n[[layouts]]\ntp = 2\n')
+    tv = metadata.version("triton")
+    folder = tmp_path / "out" / "configs" / sglang.version_folder(tv)
+    folder.mkdir(parents=True)
+    entry = '{"1": {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 128, "GROUP_SIZE_M": 1, "num_warps": 4, ' \
+            '"num_stages": 3}}\n'
+    csv = "table,engine_profile,batch_size,phase,median_us,is_winner\nx,sglang-0.5.23,1,confirm,1.0,True\n"
+    tp1, tp2 = "E=8,N=7168,device_name=NVIDIA_H100_80GB_HBM3", "E=8,N=3584,device_name=NVIDIA_H100_80GB_HBM3"
+    for name in (tp1, tp2):
+        (folder / f"{name}.json").write_text(entry)
+        (folder / f"{name}.csv").write_text(csv)
+    (folder / f"{tp1}_down.json").write_text(entry)
+    d = matrix_json(f, "--tuned-dir", str(tmp_path / "out"))
+    st = {t["file_name"]: t for t in d["tables"]}
+    assert st[tp1 + ".json"]["status"] == "present" and st[tp1 + ".json"]["found"] == str(folder / f"{tp1}.json")
+    assert st[tp2 + ".json"]["status"] == "stale"
+    assert "--engine sglang-0.5.23" in st[tp1 + ".json"]["command"]
+    r = run("matrix", f, "--tuned-dir", str(tmp_path / "out"))
+    assert r.exit_code == 0 and f"no {tp2}_down.json beside it" in " ".join(r.output.split()), r.output
