@@ -376,3 +376,26 @@ def test_python_api_engine():
     d = moeplan.describe(res, env={})
     assert d["engine"]["profile"] == ENG and d["tables"][0]["down"]["tuning_file"] == DSV3_TP8 + "_down.json"
     assert moeplan.resolve("deepseek-v3", tp=8, device_name="NVIDIA H200").tables()[0].E == 256
+
+
+@pytest.mark.interpreter
+def test_tune_matrix_for_sglang_then_nothing_to_do(tiny_model, tmp_path, monkeypatch):
+    import triton
+
+    monkeypatch.setenv("MOEPLAN_TUNE_TIMER", "model")
+    monkeypatch.delenv("MOEPLAN_TUNE_FAULT", raising=False)
+    monkeypatch.setattr("moeplan.engines.sglang.engine_config_dir", lambda *a: None)
+    space, out, m = tmp_path / "space.json", tmp_path / "o", tmp_path / "m.toml"
+    space.write_text(json.dumps(SGL_SPACE))
+    m.write_text(f'models = ["{tiny_model.parent}"]\ndevices = ["cpu_interpreter"]\nbatch_sizes = [2]\n'
+                 f'engine = "{ENG}"\n')
+    args = ["tune", "--matrix", str(m), "--interpret", "--search-space", str(space), "--out", str(out), "--quiet"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    folder = out / "configs" / sglang.version_folder(triton.__version__)
+    assert sorted(p.name for p in folder.glob("*.json")) == ["E=4,N=32,device_name=cpu_interpreter.json",
+                                                             "E=4,N=32,device_name=cpu_interpreter_down.json"]
+    r = runner.invoke(app, ["matrix", str(m), "--tuned-dir", str(out), "--json"])
+    assert r.exit_code == 0 and [t["status"] for t in json.loads(r.stdout)["tables"]] == ["present"], r.output
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0 and "nothing to tune" in r.output, r.output
