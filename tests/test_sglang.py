@@ -345,6 +345,18 @@ def test_tune_writes_the_pair_sglang_loads(tiny_model, tmp_path, monkeypatch):
     t = resolve_json(str(tiny_model), "--device-name", "cpu_interpreter", "--tuned-dir", str(out),
                      "--triton-version", triton.__version__)["tables"][0]
     assert (t["found"], t["source"], t["down"]["found"]) == (str(folder / up), "tuned", str(folder / down))
+    # interrupted inside the down search: the resumed run measures the rest and writes the same pair
+    pair = {n: (folder / n).read_bytes() for n in (up, down)}
+    records = next(folder.glob(".moeplan-tune/*/records.jsonl"))
+    lines = records.read_text().splitlines()
+    cut = next(i for i, line in enumerate(lines) if json.loads(line)["phase"] == "down_confirm")
+    records.write_text("\n".join(lines[:cut + 1]) + "\n")
+    for n in (up, down):
+        (folder / n).unlink()
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert pair == {n: (folder / n).read_bytes() for n in (up, down)}
+    assert len(records.read_text().splitlines()) == len(lines)  # only what was lost was measured again
     # the same command again: the pair is up to date, nothing is measured or written
     before = {n: (folder / n).stat().st_mtime_ns for n in (up, down)}
     r = runner.invoke(app, args)

@@ -120,23 +120,12 @@ def table_status(file_name: str, tuned_dirs: Sequence[str], env: Mapping[str, st
         return _sglang_status(file_name, tuned_dirs, env, engine_dir, inst, down_name)
     from moeplan.tables.lookup import locate_table
 
-    where = locate_table(file_name, tuned_dirs, env, engine_dir)  # resolve's lookup, engine folder last
-    path = where["found"]
-    if path is None:
-        return TableStatus(MISSING, None)
-    if where["source"] == "engine":
-        return TableStatus(PRESENT, path, (), True)
-    reasons = tuple(stale_reasons(path, inst))
-    return TableStatus(STALE if reasons else PRESENT, path, reasons)
+    return _status(locate_table(file_name, tuned_dirs, env, engine_dir), inst)  # engine folder last
 
 
-def _sglang_status(file_name: str, tuned_dirs: Sequence[str], env: Mapping[str, str], engine_dir: Optional[str],
-                   inst: Installation, down_name: Optional[str]) -> TableStatus:
-    from moeplan.engines import sglang
-    from moeplan.tables.sglang_lookup import locate
-
-    tv = inst.triton_version or sglang.PINNED_TRITON[inst.engine_profile]
-    where = locate(file_name, tuned_dirs, env, engine_dir, tv, inst.engine_profile)
+def _status(where: dict, inst: Installation, down_name: Optional[str] = None) -> TableStatus:
+    """A lookup's result judged: missing, the engine's own (never stale), or moeplan's with its
+    stale reasons (and, for an SGLang pair, a missing `_down` beside it)."""
     path = where["found"]
     if path is None:
         return TableStatus(MISSING, None)
@@ -146,3 +135,12 @@ def _sglang_status(file_name: str, tuned_dirs: Sequence[str], env: Mapping[str, 
     if down_name is not None and not os.path.isfile(os.path.join(os.path.dirname(path), down_name)):
         reasons.append(f"no {down_name} beside it (GEMM2 runs the up entries)")
     return TableStatus(STALE if reasons else PRESENT, path, tuple(reasons))
+
+
+def _sglang_status(file_name: str, tuned_dirs: Sequence[str], env: Mapping[str, str], engine_dir: Optional[str],
+                   inst: Installation, down_name: Optional[str]) -> TableStatus:
+    from moeplan.engines import sglang
+    from moeplan.tables.sglang_lookup import locate
+
+    tv = inst.triton_version or sglang.PINNED_TRITON[inst.engine_profile]
+    return _status(locate(file_name, tuned_dirs, env, engine_dir, tv, inst.engine_profile), inst, down_name)
