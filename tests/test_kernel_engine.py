@@ -137,16 +137,17 @@ def test_naive_boundary_and_grouped_weight_only():
     _run(grouped, config(16, 32, 32), "grouped int4 aligned", "int4_w4a16")
 
 
-def _ep_inputs(M, scheme, kw, seed):
-    # 8 global experts, this rank holds 3 (global 1, 4, 6); the last token is large and routed
-    # to remote experts only, so a dropped pair that leaked into the sum would show
-    E_g, local = 8, torch.tensor([1, 4, 6])
-    full = make_moe_inputs(M, E_g, 24, 64, 3, "bf16", scheme, device=DEVICE, seed=seed, **kw)
-    ids = full.topk_ids.clone()
-    ids[-1] = torch.tensor([0, 2, 7], dtype=ids.dtype)
-    x = full.x.clone()
+def _ep_inputs(M, scheme, kw, seed, N=24, K=64, local=(1, 4, 6), remote=(0, 2, 7)):
+    # 8 global experts, this rank holds 3 (`local`, global ids); the last token is large and
+    # routed to other ranks' experts only (`remote`), so a dropped or -1 pair that leaked into
+    # the sum would show
+    E_g, local = 8, torch.tensor(local)
+    full = make_moe_inputs(M, E_g, N, K, 3, "bf16", scheme, device=DEVICE, seed=seed, **kw)
+    ids = full.topk_ids.clone()  # (M, 3) int32 global ids
+    ids[-1] = torch.tensor(remote, dtype=ids.dtype)
+    x = full.x.clone()  # (M, K)
     x[-1] *= 50
-    emap = torch.full((E_g,), -1, dtype=torch.int32)
+    emap = torch.full((E_g,), -1, dtype=torch.int32)  # (E_g,) int32 global -> local or -1
     emap[local] = torch.arange(3, dtype=torch.int32)
     q = full.quant
     if q is not None:

@@ -30,6 +30,7 @@ from moeplan.kernels.align import moe_align_block_size, moe_align_block_size_tor
 from moeplan.kernels.fused_moe import LayerPlan, LayerShape  # noqa: E402
 from moeplan.kernels.testing import (check_close, check_rel, config, poisoned, rel_err, seed_for,  # noqa: E402
                                      tol_key)
+from test_kernel_engine import _ep_inputs as _engine_ep_inputs  # noqa: E402 (sets the interpreter up alike)
 
 DEVICE = "cuda" if _CUDA else "cpu"
 SGL, SGL4, VLLM = PROFILES["sglang-0.5.23"], PROFILES["sglang-0.4.10"], PROFILES["vllm-0.33"]
@@ -52,23 +53,9 @@ def _plan(inp, cfg, expert_map=None, **kw) -> LayerPlan:
 
 
 def _ep_inputs(M, scheme, kw, seed, N=32, K=64):
-    # 8 global experts, this rank holds 3 in a contiguous range (SGLang's placement: global
-    # 2, 3, 4); the last token is large and routed to other ranks' experts only, so a -1 pair
-    # that leaked into the sum would show
-    E_g, local = 8, torch.tensor([2, 3, 4])
-    full = make_moe_inputs(M, E_g, N, K, 3, "bf16", scheme, device=DEVICE, seed=seed, **kw)
-    ids = full.topk_ids.clone()  # (M, 3) int32 global ids
-    ids[-1] = torch.tensor([0, 5, 7], dtype=ids.dtype)
-    x = full.x.clone()  # (M, K)
-    x[-1] *= 50
-    emap = torch.full((E_g,), -1, dtype=torch.int32)  # (E_g,) int32 global -> local or -1
-    emap[local] = torch.arange(3, dtype=torch.int32)
-    q = full.quant
-    if q is not None:
-        for d in (q.w1, q.w2):
-            d.scale = d.scale[local.to(DEVICE)]
-    inp = full._replace(x=x, topk_ids=ids, w1=full.w1[local.to(DEVICE)], w2=full.w2[local.to(DEVICE)])
-    return inp, emap.to(DEVICE)
+    # SGLang places experts contiguously: this rank holds global 2, 3, 4 (test_kernel_engine's
+    # inputs otherwise: the last token large and routed to other ranks' experts only)
+    return _engine_ep_inputs(M, scheme, kw, seed, N, K, local=(2, 3, 4), remote=(0, 5, 7))
 
 
 # ---- 1. EP bucket align ------------------------------------------------------------------
