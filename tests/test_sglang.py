@@ -411,3 +411,16 @@ def test_tune_matrix_for_sglang_then_nothing_to_do(tiny_model, tmp_path, monkeyp
     assert r.exit_code == 0 and [t["status"] for t in json.loads(r.stdout)["tables"]] == ["present"], r.output
     r = runner.invoke(app, args)
     assert r.exit_code == 0 and "nothing to tune" in r.output, r.output
+
+
+def test_serving_hint_per_release(tmp_path):
+    from moeplan.tables.sglang_lookup import serving_hint
+
+    bundled = tmp_path / "pkg"
+    (bundled / "configs").mkdir(parents=True)
+    new = serving_hint(str(tmp_path / "o"), ENG, str(bundled))
+    assert new[1] == f"  export SGLANG_MOE_CONFIG_DIR={tmp_path / 'o'}"
+    assert new[2].startswith(f"  cp -rn {bundled}/configs/. {tmp_path / 'o'}/configs/")  # the variable hides them
+    old = serving_hint(str(tmp_path / "o"), "sglang-0.4.10", str(bundled))  # 0.4 has no variable
+    assert old[1] == f"  cp -rn {tmp_path / 'o'}/configs/. {bundled}/configs/" and "export" not in " ".join(old)
+    assert "installed" in serving_hint(str(tmp_path / "o"), ENG, None)[2]

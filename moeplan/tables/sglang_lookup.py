@@ -102,10 +102,13 @@ def serving_hint(root: str, profile_name: str, bundled: Optional[str]) -> list[s
     `configs/triton_*`): the variable, and, because it hides every bundled table, the copy of those
     first (`cp -rn`: never over the tuned ones) when the bundled folder is known."""
     root = os.path.abspath(root)
+    if not sglang.HAS_ENV_DIR.get(profile_name, True):  # 0.4: no variable, only the package's folder
+        if bundled:
+            return [f"SGLang ({profile_name}) reads only its package's folder: copy the tables into it:",
+                    f"  cp -rn {shlex.quote(os.path.join(root, 'configs'))}/. {shlex.quote(os.path.join(bundled, 'configs'))}/"]
+        return [f"SGLang ({profile_name}) reads only its package's folder: copy {root}/configs/* into its configs/"]
     lines = [f"SGLang ({profile_name}) loads them once {sglang.ENV_CONFIG_DIR} names {root}:",
              f"  export {sglang.ENV_CONFIG_DIR}={shlex.quote(root)}"]
-    if not sglang.HAS_ENV_DIR.get(profile_name, True):
-        return [f"SGLang ({profile_name}) reads only its package's folder: copy {root}/configs/* into it"]
     if bundled and os.path.isdir(os.path.join(bundled, "configs")):
         lines.append(f"  cp -rn {shlex.quote(os.path.join(bundled, 'configs'))}/. {shlex.quote(os.path.join(root, 'configs'))}/"
                      "   # first: the variable hides SGLang's bundled tables")
