@@ -24,8 +24,8 @@ from moeplan.engines.knobs import KNOBS, KernelConfig
 from moeplan.tables.table import atomic_write_text
 
 PHASES = ("screen", "confirm", "check", "ab", "ab_more")
-# GEMM2's own table (SGLang `_down`): the same phases of its search (moeplan.tune.search.DOWN_PREFIX)
-DOWN_PHASES = tuple("down_" + p for p in PHASES)
+# GEMM2's own table (SGLang `_down`): its search's phases are these with this prefix (down_screen...)
+DOWN_PREFIX = "down_"
 OK = "ok"
 
 

@@ -24,10 +24,10 @@ from moeplan.engines.knobs import KernelConfig
 from moeplan.engines.registry import default_config
 from moeplan.layout.resolve import Resolution, TableSpec
 from moeplan.tables.table import TuningTable, atomic_write_text, load_table, merge_tables, write_table
-from moeplan.tune.checkpoint import Checkpoint, Record, ResultStore
+from moeplan.tune.checkpoint import DOWN_PREFIX, PHASES, Checkpoint, Record, ResultStore
 from moeplan.tune.evidence import Decision
 from moeplan.tune.routing import DEFAULT_DRAWS, POOL_VERSION, RoutingSpec, make_pools, routing_stats
-from moeplan.tune.search import DOWN_PREFIX, SearchParams, Strategy, make_strategy
+from moeplan.tune.search import SearchParams, Strategy, make_strategy
 from moeplan.engines.launch import OPERAND_BYTES
 from moeplan.tune.space import SearchSpace, ShapeInfo
 from moeplan.tune.worker import Task, WorkerPool
@@ -488,8 +488,7 @@ class TableJob:
             rows.append(d)
         df = pd.DataFrame(rows)
         if len(df):
-            order = {"screen": 0, "confirm": 1, "check": 2, "ab": 3, "ab_more": 4}
-            order.update({DOWN_PREFIX + k: 5 + v for k, v in list(order.items())})
+            order = {p: i for i, p in enumerate(PHASES + tuple(DOWN_PREFIX + p for p in PHASES))}
             df = df.assign(_p=df["phase"].map(order)).sort_values(["batch_size", "_p", "median_us"],
                                                                  kind="stable").drop(columns="_p")
         if self.action == "merged" and self.csv_path.is_file():

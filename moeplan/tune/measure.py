@@ -35,11 +35,11 @@ from dataclasses import dataclass
 from typing import Optional
 
 from moeplan.engines.knobs import KernelConfig
+from moeplan.tune.checkpoint import DOWN_PREFIX
 from moeplan.tune.evidence import AB_ROUNDS, ab_order
-from moeplan.tune.hooks import (ENV_FAULT, ENV_MODEL_NOISE, ENV_TIMER, CompileFault, InjectedFault,  # noqa: F401
-                                ResourceFault, fault_for, model_noise, model_time_us, parse_faults)
+from moeplan.tune.hooks import (ENV_FAULT, ENV_MODEL_NOISE, ENV_TIMER, CompileFault, ResourceFault, fault_for,
+                                model_noise, model_time_us, parse_faults)
 
-DOWN_PREFIX = "down_"  # a down job's phases (moeplan.tune.search.DOWN_PREFIX)
 
 
 # Replays per phase: (warm-up, timed)

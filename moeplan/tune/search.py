@@ -45,7 +45,7 @@ from dataclasses import dataclass, replace
 from typing import Generator, Iterable, Optional, Sequence
 
 from moeplan.engines.knobs import KNOBS, KernelConfig
-from moeplan.tune.checkpoint import ResultStore
+from moeplan.tune.checkpoint import DOWN_PREFIX, ResultStore
 from moeplan.tune.evidence import AB_ROUNDS, TIE_BAND, Decision, ab_stats, inconclusive, pct, tie_ordered
 from moeplan.tune.space import SearchSpace
 
@@ -53,7 +53,6 @@ STRATEGIES = ("fast", "exhaustive")
 # "both": one config for GEMM1 and GEMM2 (every vLLM table, SGLang's up table); "down": GEMM2's own
 # config (SGLang's `_down` table) with GEMM1 fixed to the up entry, whose BLOCK_SIZE_M it keeps
 GEMMS = ("both", "down")
-DOWN_PREFIX = "down_"  # phases of the down search in the store, the checkpoint and the CSV
 
 
 @dataclass(frozen=True, order=True)
@@ -114,6 +113,8 @@ class Strategy:
         self.params = params or SearchParams()
         self.gemm = gemm
         self.prefix = DOWN_PREFIX if gemm == "down" else ""
+        # what an entry that did not win is, in its decision's words (kind "default" either way)
+        self.baseline = "up entry" if gemm == "down" else "default"
         tpe = tokens_per_expert or {}
         self.cands = {M: self._candidates(M, tpe.get(M)) for M in self.batch_sizes}
         if gemm == "down":  # GEMM2 runs with GEMM1's BLOCK_SIZE_M (one align serves both)
@@ -295,7 +296,7 @@ class Strategy:
             if self.is_default(M, w):
                 best = next((r.config for r in self._ranked(self.ph("confirm"), M) if self.writable(M, r.config)), None)
                 why = "is the fastest" if best == w else f"within the {pct(TIE_BAND)} tie band of the fastest"
-                self.winners[M], self.decisions[M] = w, Decision("default", f"default: {why}")
+                self.winners[M], self.decisions[M] = w, Decision("default", f"{self.baseline}: {why}")
                 continue
             rec = self._seen_record(self.ph("ab"), M, w)
             st = ab_stats(rec.rounds) if rec is not None and rec.ok and rec.rounds else None
@@ -320,9 +321,9 @@ class Strategy:
                 self.decisions[M] = Decision("winner", f"winner: margin {pct(st.margin)} >= {pct(st.threshold)}"
                                              f"{_rounds_note(st)}", w, st)
             else:
-                text = (f"default: margin {pct(st.margin)} < threshold {pct(st.threshold)}{_rounds_note(st)}"
+                text = (f"{self.baseline}: margin {pct(st.margin)} < threshold {pct(st.threshold)}{_rounds_note(st)}"
                         if st is not None
-                        else f"default: the A/B failed ({failed})")
+                        else f"{self.baseline}: the A/B failed ({failed})")
                 fallback[M] = Decision("default", text, w, st, replaced=True)
         todo = self._unmeasured(self.ph("check"), [Point(self.ph("check"), M, self.default_entry(M)) for M in sorted(fallback)])
         if todo:

@@ -76,7 +76,7 @@ def rich_summary(outcome: TableOutcome):
         if pair:
             same = r.down is None or r.down == r.winner
             cells[2:2] = ["= up" if same else r.down.short(), _fmt(r.down_us if not same else None)]
-            cells.append(r.down_decision.text.replace("default", "up entry", 1) if r.down_decision else "-")
+            cells.append(r.down_decision.text if r.down_decision else "-")
         t.add_row(*cells)
     g = geomean(r.speedup for r in outcome.rows)
     gr = geomean(r.roofline for r in outcome.rows)
