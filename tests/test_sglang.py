@@ -72,6 +72,8 @@ def test_dsv3_tp8_merges_the_shared_expert():
     assert t["down"]["tuning_file"] == DSV3_TP8 + "_down.json"
     assert {x["kernel_experts"] for x in d["devices"]} == {257}
     assert {x["num_local_experts"] for x in d["devices"]} == {256}
+    # the merged expert's weights sit beside the routed ones: w13/w2 and their scales hold 257
+    assert (d["quant"]["w1"]["scale_shape"], d["quant"]["w2"]["scale_shape"]) == ([257, 4, 56], [257, 56, 2])
 
 
 def test_dsv3_ep8_no_merge():
@@ -424,3 +426,35 @@ def test_serving_hint_per_release(tmp_path):
     old = serving_hint(str(tmp_path / "o"), "sglang-0.4.10", str(bundled))  # 0.4 has no variable
     assert old[1] == f"  cp -rn {tmp_path / 'o'}/configs/. {bundled}/configs/" and "export" not in " ".join(old)
     assert "installed" in serving_hint(str(tmp_path / "o"), ENG, None)[2]
+
+
+@pytest.mark.interpreter
+def test_the_builtin_space_holds_the_default_its_domains_lack(tiny_model, tmp_path, monkeypatch):
+    """SGLang's default above M = E (BK 32, G 8) lies outside the tuning domains it shares with
+    vLLM: without --search-space the default joins the space, so the evidence rule can fall back
+    to it; a user's own space that lacks it stays as given ("space excludes default")."""
+    import pandas as pd
+    import triton
+    from moeplan.engines.sglang import default_config as sgl_default
+    from moeplan.tune.space import parse_search_space
+
+    monkeypatch.setenv("MOEPLAN_TUNE_TIMER", "model")
+    monkeypatch.delenv("MOEPLAN_TUNE_FAULT", raising=False)
+    small = {**SGL_SPACE, "BLOCK_SIZE_M": [16, 64], "BLOCK_SIZE_N": [64]}  # no BLOCK_SIZE_K 32, no G 8
+    monkeypatch.setattr("moeplan.tune.space.engine_space", lambda profile: parse_search_space(json.dumps(small), "domains"))
+    d = sgl_default(8, 4, 32, 64, 2)  # M = 8 > E = 4
+    assert (d.BLOCK_SIZE_K, d.GROUP_SIZE_M) == (32, 8)
+    folder = lambda out: out / "configs" / sglang.version_folder(triton.__version__)  # noqa: E731
+    decisions = {}
+    for name, extra in (("builtin", []), ("user", ["--search-space", str(tmp_path / "space.json")])):
+        (tmp_path / "space.json").write_text(json.dumps(small))
+        out = tmp_path / name
+        r = runner.invoke(app, ["tune", str(tiny_model), "--engine", ENG, "--interpret", "--batch-sizes", "8",
+                                "--out", str(out), "--quiet", *extra])
+        assert r.exit_code == 0, r.output
+        df = pd.read_csv(folder(out) / "E=4,N=32,device_name=cpu_interpreter.csv")
+        up = df[~df.phase.str.startswith("down_")]
+        decisions[name] = up.decision.dropna().iloc[0]
+        assert d.short() in set(up[up.phase == "confirm"].config)  # the A/B's other side, either way
+    assert not decisions["builtin"].startswith("space excludes default"), decisions
+    assert decisions["user"].startswith("space excludes default"), decisions

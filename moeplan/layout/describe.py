@@ -159,7 +159,7 @@ def resolution_dict(res: Resolution, tuned_dirs: Sequence[str], env: Mapping[str
         "layout": {"tp": lay.tp, "dp": lay.dp, "ep": lay.use_ep, "world_size": lay.world_size,
                    "placement": lay.placement, "all2all_backend": lay.all2all_backend,
                    "device_name": res.device_name},
-        "quant": quant_dict(res, d0.num_local_experts, d0.N),
+        "quant": quant_dict(res, d0.kernel_experts, d0.N),  # SGLang: merged shared experts hold weights too
         "engine": engine,
         "devices": devices,
         "tables": tables,

@@ -59,6 +59,10 @@ class TuneOptions:
     timing: Optional[dict] = None
     params: SearchParams = field(default_factory=SearchParams)
     engine: str = NEWEST  # the engine profile whose kernel rules are measured (moeplan.engine)
+    # the profile's own space (no --search-space): the default configs join it where its domains
+    # lack them (SGLang's and the older vLLM rule's BLOCK_SIZE_K 32 / GROUP_SIZE_M 8 above M = E),
+    # so an entry can always fall back to the default (the evidence rule)
+    builtin_space: bool = False
 
 
 def compile_weight(cfg: KernelConfig) -> float:
@@ -157,7 +161,14 @@ class TableJob:
         self.defaults = {M: default_config(M, spec.E, spec.N, spec.K, spec.topk, dtype=spec.config_name,
                                            block_shape=spec.block_shape, heuristic=self.profile.heuristic)
                          for M in self.batch_sizes}
-        self.space = SearchSpace.build(opts.configs, self.shape, opts.smem_limit, self.profile)
+        self.configs = list(opts.configs)
+        if opts.builtin_space:
+            known = set(self.configs)
+            for M in self.batch_sizes:
+                if self.defaults[M] not in known:
+                    known.add(self.defaults[M])
+                    self.configs.append(self.defaults[M])
+        self.space = SearchSpace.build(self.configs, self.shape, opts.smem_limit, self.profile)
         self.identity = self._identity()
         self.ckpt = Checkpoint.for_job(opts.out_dir, spec.file_name, self.identity)
         self.action = "written"
@@ -172,7 +183,7 @@ class TableJob:
             "act_dtype": s.act_dtype, "block_shape": list(s.block_shape) if s.block_shape else None,
             "per_token": s.per_token, "per_channel": s.per_channel, "activation": self.res.model.activation,
             "expert_map": self.expert_map, "batch_sizes": self.batch_sizes, "strategy": o.strategy,
-            "space": hashlib.sha256(repr([c.to_dict() for c in o.configs]).encode()).hexdigest()[:16],
+            "space": hashlib.sha256(repr([c.to_dict() for c in self.configs]).encode()).hexdigest()[:16],
             "routing": o.routing.identity(), "seed": o.seed, "pool": [POOL_VERSION, DEFAULT_DRAWS], "interpret": o.interpret,
             "timer": o.timer or "", "kernel": kernel_source_hash(), "triton": o.triton_version,
             "smem_limit": o.smem_limit, "timing": o.timing or {}, "engine": self.profile.name,

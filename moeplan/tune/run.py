@@ -282,7 +282,8 @@ def tune(req: TuneRequest, run_jobs: Callable[[list], int] = _quiet, say: Callab
                        out_dir=table_dir, gpus=gpu_list, routing=route, interpret=req.interpret, fresh=req.fresh,
                        force=req.force, seed=req.seed, device_name=dev, point_timeout_s=req.point_timeout,
                        restart_every=req.restart_every, compile_threads=threads, triton_version=triton.__version__,
-                       timer=os.environ.get("MOEPLAN_TUNE_TIMER") or None, engine=profile.name)
+                       timer=os.environ.get("MOEPLAN_TUNE_TIMER") or None, engine=profile.name,
+                       builtin_space=req.search_space is None)
     from moeplan.tune.api import TableRequest, tune_tables
     from moeplan.tune.job import TableJob
     backend = make_backend(req.ray)  # a cluster without GPUs is refused here, before any output
